@@ -1,0 +1,43 @@
+"""The public event contract: task name -> the pydantic model of its keyword arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.contracts.clients import AddClient, SetBillingContact, SetClientStatus, UpdateClient
+from models.contracts.common import Actor, Category, Event
+from models.contracts.contacts import AddContact, DeleteContact, UpdateContact
+from models.contracts.notifications import SendNotification
+
+EVENTS: dict[str, type[Event]] = {
+    "clients.add": AddClient,
+    "clients.update": UpdateClient,
+    "clients.set_status": SetClientStatus,
+    "clients.set_billing_contact": SetBillingContact,
+    "contacts.add": AddContact,
+    "contacts.update": UpdateContact,
+    "contacts.delete": DeleteContact,
+    "notifications.send": SendNotification,
+}
+
+
+def json_schemas() -> dict[str, Any]:
+    """Every event's JSON Schema, keyed by task name (what `clientflow schema` prints)."""
+    return {name: model.model_json_schema() for name, model in EVENTS.items()}
+
+
+__all__ = [
+    "EVENTS",
+    "Actor",
+    "AddClient",
+    "AddContact",
+    "Category",
+    "DeleteContact",
+    "Event",
+    "SendNotification",
+    "SetBillingContact",
+    "SetClientStatus",
+    "UpdateClient",
+    "UpdateContact",
+    "json_schemas",
+]

@@ -1,0 +1,88 @@
+"""Client events: clients.add, clients.update, clients.set_status, clients.set_billing_contact."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from models.clients import ClientStatus
+from models.contracts.common import (
+    Address,
+    Company,
+    Country,
+    Email,
+    Event,
+    Id,
+    Language,
+    Name,
+    Notes,
+    Phone,
+    Postcode,
+    Short,
+    TaxId,
+    refuse_nulls,
+)
+
+# What WHMCS requires when an admin adds a client; an update may leave them out, not null them.
+REQUIRED_CLIENT_FIELDS = frozenset(
+    {"firstname", "lastname", "email", "address1", "city", "state", "postcode", "country",
+     "phonenumber"}
+)
+
+
+class AddClient(Event):
+    firstname: Name
+    lastname: Name
+    companyname: Company | None = None
+    email: Email
+    address1: Address
+    address2: Address | None = None
+    city: Short
+    state: Short
+    postcode: Postcode
+    country: Country
+    phonenumber: Phone
+    tax_id: TaxId | None = None
+    language: Language | None = None
+    notes: Notes | None = None
+    status: ClientStatus = ClientStatus.ACTIVE
+    send_welcome: bool = Field(default=True, description="Send the Client Signup email.")
+
+
+class UpdateClient(Event):
+    """Only the fields present are changed; status has its own event (clients.set_status)."""
+
+    firstname: Name | None = None
+    lastname: Name | None = None
+    companyname: Company | None = None
+    email: Email | None = None
+    address1: Address | None = None
+    address2: Address | None = None
+    city: Short | None = None
+    state: Short | None = None
+    postcode: Postcode | None = None
+    country: Country | None = None
+    phonenumber: Phone | None = None
+    tax_id: TaxId | None = None
+    language: Language | None = None
+    notes: Notes | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> UpdateClient:
+        refuse_nulls(self, REQUIRED_CLIENT_FIELDS)
+        if not self.changed_fields():
+            raise ValueError("names no field to change")
+        return self
+
+    def changed_fields(self) -> dict[str, object]:
+        envelope = {"event_id", "actor", "client_id"}
+        return {
+            name: getattr(self, name) for name in self.model_fields_set if name not in envelope
+        }
+
+
+class SetClientStatus(Event):
+    status: ClientStatus
+
+
+class SetBillingContact(Event):
+    contact_id: Id | None = Field(description="A contact of this client, or null to clear.")

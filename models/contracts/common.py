@@ -1,0 +1,129 @@
+"""Field types and the envelope every event shares: event_id, actor, and strict validation."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+import pycountry
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+# C0/C1 control characters: CR/LF in a name would let a publisher inject email headers.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Notes are the one multi-line field; they may keep newlines and tabs, nothing else.
+_CONTROL_EXCEPT_NEWLINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _single_line(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must be a single line without control characters (CR, LF, ...)")
+    return value
+
+
+def _multi_line(value: str) -> str:
+    if _CONTROL_EXCEPT_NEWLINES.search(value):
+        raise ValueError("must not contain control characters other than newlines and tabs")
+    return value
+
+
+def _country(value: str) -> str:
+    code = value.upper()
+    if pycountry.countries.get(alpha_2=code) is None:
+        raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code")
+    return code
+
+
+Id = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+]
+EventId = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
+]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_single_line),
+]
+Company = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_single_line),
+]
+Address = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
+    AfterValidator(_single_line),
+]
+Short = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_single_line),
+]
+Postcode = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=20),
+    AfterValidator(_single_line),
+]
+Country = Annotated[str, StringConstraints(min_length=2, max_length=2), AfterValidator(_country)]
+Phone = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=32, pattern=r"^[0-9+().\- ]{3,32}$")
+]
+TaxId = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
+    AfterValidator(_single_line),
+]
+Language = Annotated[
+    str, StringConstraints(min_length=2, max_length=32, pattern=r"^[a-z][a-z_-]*$")
+]
+Notes = Annotated[str, StringConstraints(max_length=5000), AfterValidator(_multi_line)]
+Email = Annotated[EmailStr, StringConstraints(max_length=254)]
+
+
+class Category(StrEnum):
+    """The five WHMCS email categories a contact can be ticked for."""
+
+    GENERAL = "general"
+    PRODUCT = "product"
+    DOMAIN = "domain"
+    INVOICE = "invoice"
+    SUPPORT = "support"
+
+
+class Contract(BaseModel):
+    """Strict: unknown fields are refused, so a typo never silently does nothing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Actor(Contract):
+    kind: Literal["admin", "client", "system"] = "system"
+    client_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _client_needs_id(self) -> Actor:
+        if self.kind == "client" and self.client_id is None:
+            raise ValueError("a client actor must carry client_id")
+        return self
+
+
+class Event(Contract):
+    event_id: EventId = Field(description="The publisher's idempotency key for this event.")
+    actor: Actor = Field(default_factory=Actor, description="Who asked; default system.")
+    client_id: Id = Field(description="The client the event is about.")
+
+
+def refuse_nulls(model: BaseModel, fields: frozenset[str]) -> None:
+    """On partial updates, a required field may be left out but never set to null."""
+    nulled = sorted(name for name in fields & model.model_fields_set if getattr(model, name) is None)
+    if nulled:
+        raise ValueError(f"{', '.join(nulled)} cannot be null")

@@ -1,0 +1,75 @@
+"""Client rules: add (with the welcome email), update, status changes, the billing contact."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models.clients import Client
+from models.contracts import AddClient, SetBillingContact, SetClientStatus, UpdateClient
+from services.actors import authorize
+from services.audit import diff, record_change
+from services.context import HandlerContext
+from services.errors import Conflict
+from services.routing import holder_of
+
+WELCOME_TEMPLATE = "client_signup"
+_ENVELOPE = {"event_id", "actor", "client_id", "send_welcome", "status"}
+
+
+def ensure_email_free(session: Session, email: str, except_client: str | None = None) -> None:
+    query = select(Client.id).where(func.lower(Client.email) == email.lower())
+    if except_client is not None:
+        query = query.where(Client.id != except_client)
+    holder = session.scalars(query.limit(1)).first()
+    if holder is not None:
+        raise Conflict(f"Duplicate Email Address: {email} is already used by client {holder!r}")
+
+
+def add_client(ctx: HandlerContext, event: AddClient) -> None:
+    authorize(ctx.task_name, event, None)
+    if ctx.session.get(Client, event.client_id) is not None:
+        raise Conflict(f"client {event.client_id!r} already exists")
+    ensure_email_free(ctx.session, event.email)
+    fields = event.model_dump(exclude=_ENVELOPE)
+    client = Client(id=event.client_id, status=event.status, **fields)
+    ctx.session.add(client)
+    ctx.session.flush()
+    record_change(ctx.session, ctx.task_name, event, {"created": {**fields, "status": event.status}})
+    if event.send_welcome:
+        ctx.emails.queue(
+            client=client, recipient=holder_of(client), template=WELCOME_TEMPLATE,
+            category="general",
+        )
+
+
+def update_client(ctx: HandlerContext, event: UpdateClient) -> None:
+    client = ctx.client(event.client_id)
+    authorize(ctx.task_name, event, client)
+    changes = event.changed_fields()
+    if "email" in changes:
+        ensure_email_free(ctx.session, str(changes["email"]), except_client=client.id)
+    before = {name: getattr(client, name) for name in changes}
+    for name, value in changes.items():
+        setattr(client, name, value)
+    record_change(ctx.session, ctx.task_name, event, diff(before, changes))
+
+
+def set_status(ctx: HandlerContext, event: SetClientStatus) -> None:
+    client = ctx.client(event.client_id)
+    authorize(ctx.task_name, event, client)
+    # Recorded even when unchanged: the audit trail shows every decision someone made.
+    record_change(ctx.session, ctx.task_name, event, {"status": [client.status, event.status]})
+    client.status = event.status
+
+
+def set_billing_contact(ctx: HandlerContext, event: SetBillingContact) -> None:
+    client = ctx.client(event.client_id)
+    authorize(ctx.task_name, event, client)
+    if event.contact_id is not None:
+        ctx.contact_of(client, event.contact_id)
+    record_change(
+        ctx.session, ctx.task_name, event,
+        {"billing_contact_id": [client.billing_contact_id, event.contact_id]},
+    )
+    client.billing_contact_id = event.contact_id

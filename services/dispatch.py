@@ -1,0 +1,104 @@
+"""Applies one event: validate, check the inbox, run its handler, commit, then publish effects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+
+from models.contracts import EVENTS, Event
+from models.records import ProcessedEvent
+from services.clients import add_client, set_billing_contact, set_status, update_client
+from services.contacts import add_contact, delete_contact, update_contact
+from services.context import HandlerContext
+from services.db import SessionFactory, UnitOfWork
+from services.errors import Rejected, Transient
+from services.mail.queue import EmailQueue
+from services.notifications import send_notification
+from services.rejections import describe_validation_error, record_rejection
+
+Handler = Callable[[HandlerContext, Any], None]
+
+HANDLERS: dict[str, Handler] = {
+    "clients.add": add_client,
+    "clients.update": update_client,
+    "clients.set_status": set_status,
+    "clients.set_billing_contact": set_billing_contact,
+    "contacts.add": add_contact,
+    "contacts.update": update_contact,
+    "contacts.delete": delete_contact,
+    "notifications.send": send_notification,
+}
+
+# Publishes the delivery of the given message-log ids (a Celery task in production).
+PublishDelivery = Callable[[list[str]], None]
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+@dataclass
+class Result:
+    outcome: Outcome
+    email_ids: list[str] = field(default_factory=list)
+    reason: str | None = None
+
+
+def parse_event(task_name: str, payload: dict[str, Any]) -> Event:
+    model = EVENTS.get(task_name)
+    if model is None:
+        raise Rejected(f"unknown event {task_name!r}")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise Rejected(describe_validation_error(exc)) from exc
+
+
+def process_event(
+    task_name: str,
+    payload: dict[str, Any],
+    *,
+    session_factory: SessionFactory,
+    publish_delivery: PublishDelivery,
+    company_name: str,
+) -> Result:
+    """Rejected events are recorded and returned; transient failures raise for a retry."""
+    try:
+        event = parse_event(task_name, payload)
+        return _apply(task_name, event, session_factory, publish_delivery, company_name)
+    except Rejected as exc:
+        record_rejection(session_factory, task_name, payload, exc.reason)
+        return Result(Outcome.REJECTED, reason=exc.reason)
+
+
+def _apply(
+    task_name: str,
+    event: Event,
+    session_factory: SessionFactory,
+    publish_delivery: PublishDelivery,
+    company_name: str,
+) -> Result:
+    try:
+        with UnitOfWork(session_factory) as uow:
+            if uow.session.get(ProcessedEvent, event.event_id) is not None:
+                return Result(Outcome.DUPLICATE)
+            emails = EmailQueue(uow.session, event.event_id, company_name)
+            HANDLERS[task_name](HandlerContext(task_name, uow.session, emails), event)
+            uow.session.add(ProcessedEvent(event_id=event.event_id, task_name=task_name))
+            email_ids = list(emails.ids)
+            if email_ids:
+                uow.after_commit(lambda: publish_delivery(email_ids))
+            uow.commit()
+    except IntegrityError as exc:
+        # Another worker committed the same event, or a client with the same email, between
+        # our checks and our commit. A retry sees its result and answers as a duplicate or
+        # with the specific rejection.
+        raise Transient(f"concurrent change while applying {event.event_id}") from exc
+    return Result(Outcome.APPLIED, email_ids=email_ids)

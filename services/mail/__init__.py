@@ -1,0 +1,1 @@
+"""Email: rendering templates, queuing messages in the log, composing MIME and delivering it."""

@@ -1,0 +1,126 @@
+"""Delivers queued messages from the log over one connection and records each outcome."""
+
+from __future__ import annotations
+
+import smtplib
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.base import utcnow
+from models.emails import EmailMessage, EmailStatus
+from services.db import SessionFactory
+from services.mail.compose import compose
+from services.mail.transports import MailTransport
+
+
+@dataclass
+class DeliveryReport:
+    sent: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    # Transient failures still under the attempt limit: the caller retries these later.
+    retry: list[str] = field(default_factory=list)
+    last_error: str | None = None
+
+
+def smtp_reply(exc: BaseException) -> tuple[int | None, str]:
+    """The SMTP code and text of a failure, or None for failures below SMTP (network)."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused) and exc.recipients:
+        code, text = next(iter(exc.recipients.values()))
+        return code, f"{code} {text.decode(errors='replace')}"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        text = exc.smtp_error
+        decoded = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+        return exc.smtp_code, f"{exc.smtp_code} {decoded}"
+    return None, f"{type(exc).__name__}: {exc}"
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """A 5xx about this message (recipient refused, content refused) will never succeed.
+
+    Sender or authentication refusals are about our configuration, not the message, so they
+    stay retryable until someone fixes the settings.
+    """
+    code, _ = smtp_reply(exc)
+    return (
+        isinstance(exc, smtplib.SMTPRecipientsRefused | smtplib.SMTPDataError)
+        and code is not None
+        and code >= 500
+    )
+
+
+def breaks_connection(exc: BaseException) -> bool:
+    """Network-level failures: the rest of the batch cannot use this connection."""
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
+
+
+def deliver_messages(
+    message_ids: list[str],
+    session_factory: SessionFactory,
+    transport: MailTransport,
+    mail_from: str,
+    max_attempts: int,
+) -> DeliveryReport:
+    report = DeliveryReport()
+    with session_factory() as session:
+        pending = list(
+            session.scalars(
+                select(EmailMessage)
+                .where(EmailMessage.id.in_(message_ids), EmailMessage.status == EmailStatus.QUEUED)
+                .order_by(EmailMessage.created_at, EmailMessage.id)
+            )
+        )
+        if not pending:
+            return report
+        try:
+            with transport.connect() as connection:
+                while pending:
+                    message = pending[0]
+                    message.attempts += 1
+                    try:
+                        connection.send(compose(message, mail_from))
+                    except (smtplib.SMTPException, OSError) as exc:
+                        _record_failure(session, message, exc, max_attempts, report)
+                        pending.pop(0)
+                        if breaks_connection(exc):
+                            raise
+                        continue
+                    message.status = EmailStatus.SENT
+                    message.sent_at = utcnow()
+                    message.last_error = None
+                    # One commit per message keeps "sent but not recorded" to one message.
+                    session.commit()
+                    report.sent.append(message.id)
+                    pending.pop(0)
+        except (smtplib.SMTPException, OSError) as exc:
+            # Could not connect, or the connection dropped: nothing left was attempted.
+            for message in pending:
+                message.attempts += 1
+                _record_failure(session, message, exc, max_attempts, report)
+    return report
+
+
+def _record_failure(
+    session: Session,
+    message: EmailMessage,
+    exc: BaseException,
+    max_attempts: int,
+    report: DeliveryReport,
+) -> None:
+    _, reply = smtp_reply(exc)
+    report.last_error = reply
+    if is_permanent(exc):
+        message.status = EmailStatus.FAILED
+        message.last_error = reply
+        report.failed.append(message.id)
+    elif message.attempts >= max_attempts:
+        message.status = EmailStatus.FAILED
+        message.last_error = f"gave up after {message.attempts} attempts: {reply}"
+        report.failed.append(message.id)
+    else:
+        message.last_error = reply
+        report.retry.append(message.id)
+    session.commit()

@@ -1,0 +1,55 @@
+"""Records refused events where ops can list them, with a reason a person can act on."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
+from models.records import RejectedEvent
+from services.db import SessionFactory
+
+MAX_PAYLOAD_CHARS = 65_536
+MAX_REASON_CHARS = 4_000
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, `field: message`, without echoing the (possibly huge) input."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        location = ".".join(str(part) for part in error["loc"]) or "payload"
+        problems.append(f"{location}: {error['msg']}")
+    return "invalid event: " + "; ".join(problems)
+
+
+def printable(text: str, limit: int) -> str:
+    """Safe for any database text column: no NULs, no lone surrogates, bounded."""
+    safe = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return safe if len(safe) <= limit else safe[:limit] + f"... [{len(safe) - limit} more]"
+
+
+def payload_text(payload: Any) -> str:
+    # ensure_ascii escapes every non-ASCII character, so bytes that were never UTF-8 survive.
+    return printable(json.dumps(payload, ensure_ascii=True, default=repr), MAX_PAYLOAD_CHARS)
+
+
+def event_id_of(payload: Any) -> str | None:
+    if isinstance(payload, dict) and isinstance(payload.get("event_id"), str):
+        return printable(payload["event_id"], 120)
+    return None
+
+
+def record_rejection(
+    session_factory: SessionFactory, task_name: str, payload: Any, reason: str
+) -> RejectedEvent:
+    row = RejectedEvent(
+        event_id=event_id_of(payload),
+        task_name=printable(task_name, 60),
+        payload=payload_text(payload),
+        reason=printable(reason, MAX_REASON_CHARS),
+    )
+    with session_factory() as session:
+        session.add(row)
+        session.commit()
+    return row

@@ -1,0 +1,1 @@
+"""Celery app, settings, CLI and ops for clientflow: the parts that run processes."""
