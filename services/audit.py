@@ -10,9 +10,7 @@ from models.contracts import Event
 from models.records import AuditEvent
 
 
-def record_change(
-    session: Session, task_name: str, event: Event, changes: dict[str, Any]
-) -> None:
+def record_change(session: Session, task_name: str, event: Event, changes: dict[str, Any]) -> None:
     session.add(
         AuditEvent(
             client_id=event.client_id,

@@ -35,10 +35,14 @@ def add_client(ctx: HandlerContext, event: AddClient) -> None:
     client = Client(id=event.client_id, status=event.status, **fields)
     ctx.session.add(client)
     ctx.session.flush()
-    record_change(ctx.session, ctx.task_name, event, {"created": {**fields, "status": event.status}})
+    record_change(
+        ctx.session, ctx.task_name, event, {"created": {**fields, "status": event.status}}
+    )
     if event.send_welcome:
         ctx.emails.queue(
-            client=client, recipient=holder_of(client), template=WELCOME_TEMPLATE,
+            client=client,
+            recipient=holder_of(client),
+            template=WELCOME_TEMPLATE,
             category="general",
         )
 
@@ -69,7 +73,9 @@ def set_billing_contact(ctx: HandlerContext, event: SetBillingContact) -> None:
     if event.contact_id is not None:
         ctx.contact_of(client, event.contact_id)
     record_change(
-        ctx.session, ctx.task_name, event,
+        ctx.session,
+        ctx.task_name,
+        event,
         {"billing_contact_id": [client.billing_contact_id, event.contact_id]},
     )
     client.billing_contact_id = event.contact_id

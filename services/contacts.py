@@ -33,7 +33,9 @@ def update_contact(ctx: HandlerContext, event: UpdateContact) -> None:
     for name, value in changes.items():
         setattr(contact, name, value)
     record_change(
-        ctx.session, ctx.task_name, event,
+        ctx.session,
+        ctx.task_name,
+        event,
         {"contact_id": contact.id, **diff(before, changes)},
     )
 

@@ -26,7 +26,9 @@ def event_task(name: str) -> Task[..., str]:
     def run(self: Task[..., str], *args: Any, **payload: Any) -> str:
         if args:
             record_rejection(
-                runtime.session_factory(), name, {"args": list(args), "kwargs": payload},
+                runtime.session_factory(),
+                name,
+                {"args": list(args), "kwargs": payload},
                 "positional arguments are not accepted: publish the event as keyword arguments",
             )
             return "rejected"

@@ -15,11 +15,13 @@ from models.records import RejectedEvent
 from workers import migrate, runtime
 from workers.settings import get_settings
 
-app = typer.Typer(help="Client-management worker for hosting and billing businesses.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Client-management worker for hosting and billing businesses.", no_args_is_help=True
+)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
-rejected_app = typer.Typer(help="Events refused for good, with their reasons.",
-                           no_args_is_help=True)
+rejected_app = typer.Typer(
+    help="Events refused for good, with their reasons.", no_args_is_help=True
+)
 emails_app = typer.Typer(help="The email message log.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(rejected_app, name="rejected")
@@ -29,7 +31,9 @@ console = Console()
 
 
 @app.command()
-def schema(event: str | None = typer.Argument(None, help="One event name, e.g. clients.add.")) -> None:
+def schema(
+    event: str | None = typer.Argument(None, help="One event name, e.g. clients.add."),
+) -> None:
     """Print the JSON Schema of every event (or of one)."""
     schemas = json_schemas()
     if event is not None:
@@ -64,18 +68,30 @@ def rejected_list(
             select(RejectedEvent).order_by(RejectedEvent.id.desc()).limit(limit)
         ).all()
     if as_json:
-        typer.echo(json.dumps([
-            {"id": r.id, "created_at": r.created_at.isoformat(), "event_id": r.event_id,
-             "task_name": r.task_name, "reason": r.reason, "payload": r.payload}
-            for r in rows
-        ], indent=2))
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "id": r.id,
+                        "created_at": r.created_at.isoformat(),
+                        "event_id": r.event_id,
+                        "task_name": r.task_name,
+                        "reason": r.reason,
+                        "payload": r.payload,
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
         return
     table = Table(title=f"Rejected events ({len(rows)} shown)")
     for column in ("id", "when (UTC)", "event id", "task", "reason"):
         table.add_column(column, overflow="fold")
     for r in rows:
-        table.add_row(str(r.id), f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.event_id or "-",
-                      r.task_name, r.reason)
+        table.add_row(
+            str(r.id), f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.event_id or "-", r.task_name, r.reason
+        )
     console.print(table)
 
 
@@ -94,8 +110,14 @@ def emails_list(
     for column in ("when (UTC)", "to", "template", "status", "attempts", "last error"):
         table.add_column(column, overflow="fold")
     for m in rows:
-        table.add_row(f"{m.created_at:%Y-%m-%d %H:%M:%S}", m.to_address, m.template, m.status,
-                      str(m.attempts), m.last_error or "")
+        table.add_row(
+            f"{m.created_at:%Y-%m-%d %H:%M:%S}",
+            m.to_address,
+            m.template,
+            m.status,
+            str(m.attempts),
+            m.last_error or "",
+        )
     console.print(table)
 
 

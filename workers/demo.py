@@ -43,9 +43,23 @@ def run_demo(folder: Path, console: Console) -> int:
     log_path = folder / "worker.log"
     with log_path.open("wb") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "solo",
-             "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
-            env=embedded_environment(folder), stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "worker",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            env=embedded_environment(folder),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     console.print(f"[bold]worker[/bold] started (pid {worker.pid}), log in {log_path}")
     events = story()
@@ -75,12 +89,13 @@ def _wait_until_settled(sessions: SessionFactory, queue_folder: Path, events: li
     while time.monotonic() < deadline:
         with sessions() as session:
             applied = session.scalar(select(func.count()).select_from(ProcessedEvent)) or 0
-            refused = session.scalar(
-                select(func.count(func.distinct(RejectedEvent.event_id)))
-            ) or 0
-            owed = session.scalar(
-                select(func.count()).where(EmailMessage.status == EmailStatus.QUEUED)
-            ) or 0
+            refused = session.scalar(select(func.count(func.distinct(RejectedEvent.event_id)))) or 0
+            owed = (
+                session.scalar(
+                    select(func.count()).where(EmailMessage.status == EmailStatus.QUEUED)
+                )
+                or 0
+            )
         if applied + refused >= distinct and owed == 0 and not any(queue_folder.iterdir()):
             return True
         time.sleep(0.2)

@@ -24,8 +24,17 @@ from models.contracts.common import (
 
 # What WHMCS requires when an admin adds a client; an update may leave them out, not null them.
 REQUIRED_CLIENT_FIELDS = frozenset(
-    {"firstname", "lastname", "email", "address1", "city", "state", "postcode", "country",
-     "phonenumber"}
+    {
+        "firstname",
+        "lastname",
+        "email",
+        "address1",
+        "city",
+        "state",
+        "postcode",
+        "country",
+        "phonenumber",
+    }
 )
 
 
@@ -75,9 +84,7 @@ class UpdateClient(Event):
 
     def changed_fields(self) -> dict[str, object]:
         envelope = {"event_id", "actor", "client_id"}
-        return {
-            name: getattr(self, name) for name in self.model_fields_set if name not in envelope
-        }
+        return {name: getattr(self, name) for name in self.model_fields_set if name not in envelope}
 
 
 class SetClientStatus(Event):

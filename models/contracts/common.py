@@ -45,9 +45,7 @@ def _country(value: str) -> str:
 Id = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 ]
-EventId = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
-]
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
@@ -124,6 +122,8 @@ class Event(Contract):
 
 def refuse_nulls(model: BaseModel, fields: frozenset[str]) -> None:
     """On partial updates, a required field may be left out but never set to null."""
-    nulled = sorted(name for name in fields & model.model_fields_set if getattr(model, name) is None)
+    nulled = sorted(
+        name for name in fields & model.model_fields_set if getattr(model, name) is None
+    )
     if nulled:
         raise ValueError(f"{', '.join(nulled)} cannot be null")

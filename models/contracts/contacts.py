@@ -70,9 +70,7 @@ class UpdateContact(Event):
 
     def changed_fields(self) -> dict[str, object]:
         envelope = {"event_id", "actor", "client_id", "contact_id"}
-        return {
-            name: getattr(self, name) for name in self.model_fields_set if name not in envelope
-        }
+        return {name: getattr(self, name) for name in self.model_fields_set if name not in envelope}
 
 
 class DeleteContact(Event):

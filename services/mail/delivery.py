@@ -24,15 +24,17 @@ class DeliveryReport:
     last_error: str | None = None
 
 
+def _text(reply: bytes | str) -> str:
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else reply
+
+
 def smtp_reply(exc: BaseException) -> tuple[int | None, str]:
     """The SMTP code and text of a failure, or None for failures below SMTP (network)."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused) and exc.recipients:
-        code, text = next(iter(exc.recipients.values()))
-        return code, f"{code} {text.decode(errors='replace')}"
+        code, reply = next(iter(exc.recipients.values()))
+        return code, f"{code} {_text(reply)}"
     if isinstance(exc, smtplib.SMTPResponseException):
-        text = exc.smtp_error
-        decoded = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
-        return exc.smtp_code, f"{exc.smtp_code} {decoded}"
+        return exc.smtp_code, f"{exc.smtp_code} {_text(exc.smtp_error)}"
     return None, f"{type(exc).__name__}: {exc}"
 
 

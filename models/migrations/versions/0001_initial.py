@@ -67,8 +67,10 @@ def upgrade() -> None:
         sa.Column("created_at", Timestamp, nullable=False),
         sa.Column("updated_at", Timestamp, nullable=False),
         sa.ForeignKeyConstraint(
-            ["client_id"], ["clients.id"],
-            name=op.f("fk_contacts_client_id_clients"), ondelete="CASCADE",
+            ["client_id"],
+            ["clients.id"],
+            name=op.f("fk_contacts_client_id_clients"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_contacts")),
     )
@@ -137,6 +139,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("audit_events", "rejected_events", "processed_events", "email_messages",
-                  "contacts", "clients"):
+    for table in (
+        "audit_events",
+        "rejected_events",
+        "processed_events",
+        "email_messages",
+        "contacts",
+        "clients",
+    ):
         op.drop_table(table)

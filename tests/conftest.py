@@ -1,0 +1,163 @@
+"""Fixtures: real PostgreSQL and SQLite databases, Redis, an SMTP sink, and event helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import (
+    ServerUnavailable,
+    create_database,
+    drop_database,
+    find_or_start_postgres,
+    find_or_start_redis,
+)
+from smtp_sink import SmtpSink
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.db import SessionFactory, make_engine
+from services.dispatch import Result, process_event
+from workers import migrate
+
+REDIS_URL = os.environ.get("CLIENTFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+ADMIN_DATABASE_URL = os.environ.get(
+    "CLIENTFLOW_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+COMPANY = "Test Hosting"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    try:
+        url, server = find_or_start_redis(REDIS_URL)
+    except ServerUnavailable as exc:
+        pytest.exit(str(exc), returncode=3)
+    yield url
+    if server is not None:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    try:
+        url, server = find_or_start_postgres(ADMIN_DATABASE_URL)
+    except ServerUnavailable as exc:
+        pytest.exit(str(exc), returncode=3)
+    yield url
+    if server is not None:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def new_postgres_database(postgres_admin_url: str) -> Iterator[Callable[[], str]]:
+    """Makes migrated throwaway databases; all are dropped at the end of the session."""
+    names: list[str] = []
+
+    def make() -> str:
+        name = f"clientflow_test_{uuid.uuid4().hex[:12]}"
+        names.append(name)
+        url = create_database(postgres_admin_url, name)
+        migrate.upgrade(url)
+        return url
+
+    yield make
+    for name in names:
+        drop_database(postgres_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(new_postgres_database: Callable[[], str]) -> str:
+    return new_postgres_database()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'clientflow.db'}"
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session", params=["postgres", "sqlite"])
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """Every test that uses the database runs once on PostgreSQL and once on SQLite."""
+    url = request.getfixturevalue(f"{request.param}_url")
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session_factory(engine: Engine) -> Iterator[SessionFactory]:
+    """Sessions inside one outer transaction that is rolled back after the test.
+
+    Code under test commits as usual; its commits become savepoints of the outer transaction.
+    """
+    connection = engine.connect()
+    outer = connection.begin()
+    yield sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    outer.rollback()
+    connection.close()
+
+
+@pytest.fixture
+def db(session_factory: SessionFactory) -> Iterator[Session]:
+    with session_factory() as session:
+        yield session
+
+
+class Publisher:
+    """Records what would be published, and when: only after commit is allowed."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[list[str]] = []
+
+    def __call__(self, message_ids: list[str]) -> None:
+        self.deliveries.append(list(message_ids))
+
+    @property
+    def message_ids(self) -> list[str]:
+        return [i for batch in self.deliveries for i in batch]
+
+
+@pytest.fixture
+def publisher() -> Publisher:
+    return Publisher()
+
+
+Apply = Callable[..., Result]
+
+
+@pytest.fixture
+def apply(session_factory: SessionFactory, publisher: Publisher) -> Apply:
+    """Feed one event through the same path a worker uses, payload round-tripped via JSON."""
+
+    def run(task_name: str, payload: dict[str, Any]) -> Result:
+        wire = json.loads(json.dumps(payload))
+        return process_event(
+            task_name,
+            wire,
+            session_factory=session_factory,
+            publish_delivery=publisher,
+            company_name=COMPANY,
+        )
+
+    return run
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]

@@ -1,0 +1,68 @@
+"""Event payloads for tests, as an upstream publisher would send them (plain JSON data)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+_counter = itertools.count(1)
+
+
+def event_id() -> str:
+    return f"evt-{next(_counter)}"
+
+
+def client(client_id: str = "C1", **overrides: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "event_id": event_id(),
+        "client_id": client_id,
+        "firstname": "Ada",
+        "lastname": "Lovelace",
+        "email": f"{client_id.lower()}@example.com",
+        "address1": "12 St James's Square",
+        "city": "London",
+        "state": "Greater London",
+        "postcode": "SW1Y 4JH",
+        "country": "GB",
+        "phonenumber": "+44 20 7946 0000",
+    }
+    payload.update(overrides)
+    return payload
+
+
+def contact(
+    contact_id: str, client_id: str = "C1", *categories: str, **overrides: Any
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "event_id": event_id(),
+        "client_id": client_id,
+        "contact_id": contact_id,
+        "firstname": "Charles",
+        "lastname": contact_id,
+        "email": f"{contact_id.lower()}@example.com",
+        **{category: True for category in categories},
+    }
+    payload.update(overrides)
+    return payload
+
+
+def notification(
+    client_id: str = "C1", category: str = "general", **overrides: Any
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "event_id": event_id(),
+        "client_id": client_id,
+        "category": category,
+        "template": "general_announcement",
+        "context": {"title": "Maintenance", "message": "Tonight."},
+    }
+    payload.update(overrides)
+    return payload
+
+
+def event(client_id: str = "C1", **fields: Any) -> dict[str, Any]:
+    return {"event_id": event_id(), "client_id": client_id, **fields}
+
+
+def client_actor(client_id: str) -> dict[str, Any]:
+    return {"kind": "client", "client_id": client_id}

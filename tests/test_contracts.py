@@ -1,0 +1,160 @@
+"""The public event contract: strict validation with specific reasons, and its JSON Schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import payloads
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.contracts import EVENTS, json_schemas
+from services.dispatch import parse_event
+from services.errors import Rejected
+
+
+def reason_for(task: str, payload: dict[str, Any]) -> str:
+    with pytest.raises(Rejected) as info:
+        parse_event(task, payload)
+    return info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"email": "not-an-email"}, "email: value is not a valid email address"),
+        (
+            {"firstname": "Ada\r\nBcc: victim@example.com"},
+            "firstname: Value error, must be a single line without control characters",
+        ),
+        ({"lastname": "x" * 101}, "lastname: String should have at most 100 characters"),
+        ({"country": "XX"}, "country: Value error, 'XX' is not an ISO 3166-1 alpha-2"),
+        ({"firstname": 123}, "firstname: Input should be a valid string"),
+        ({"send_welcome": "perhaps"}, "send_welcome: Input should be a valid boolean"),
+        ({"shoe_size": 42}, "shoe_size: Extra inputs are not permitted"),
+        ({"client_id": "has space"}, "client_id: String should match pattern"),
+        ({"phonenumber": "call me"}, "phonenumber: String should match pattern"),
+        ({"actor": {"kind": "client"}}, "actor: Value error, a client actor must carry client_id"),
+        ({"actor": {"kind": "root"}}, "actor.kind: Input should be 'admin', 'client' or 'system'"),
+        ({"notes": "ok\nbut \x07 bell"}, "notes: Value error, must not contain control characters"),
+    ],
+)
+def test_add_client_refusals_are_specific(overrides: dict[str, Any], expected: str) -> None:
+    reason = reason_for("clients.add", {**payloads.client("C1"), **overrides})
+    assert reason.startswith("invalid event: ")
+    assert expected in reason
+
+
+def test_missing_fields_all_named() -> None:
+    reason = reason_for("clients.add", {"event_id": "e1", "client_id": "C1"})
+    for name in (
+        "firstname",
+        "lastname",
+        "email",
+        "address1",
+        "city",
+        "state",
+        "postcode",
+        "country",
+        "phonenumber",
+    ):
+        assert f"{name}: Field required" in reason
+
+
+def test_reason_does_not_echo_huge_input() -> None:
+    reason = reason_for("clients.add", payloads.client("C1", city="x" * 1_000_000))
+    assert reason == "invalid event: city: String should have at most 100 characters"
+
+
+def test_notes_keep_newlines_and_country_is_normalised() -> None:
+    event = parse_event("clients.add", payloads.client("C1", notes="a\nb", country="de"))
+    assert event.model_dump()["notes"] == "a\nb"
+    assert event.model_dump()["country"] == "DE"
+
+
+def test_update_must_change_something() -> None:
+    assert reason_for("clients.update", payloads.event("C1")) == (
+        "invalid event: payload: Value error, names no field to change"
+    )
+
+
+def test_status_is_not_an_update_field() -> None:
+    reason = reason_for("clients.update", payloads.event("C1", status="Closed"))
+    assert "status: Extra inputs are not permitted" in reason
+
+
+def test_notification_context_is_bounded_and_cannot_spoof() -> None:
+    big = reason_for("notifications.send", payloads.notification(context={"x": "y" * 20_000}))
+    spoof = reason_for("notifications.send", payloads.notification(context={"client": {}}))
+    assert "context: Value error, is 20" in big
+    assert "reserved names ['client']" in spoof
+
+
+def test_unknown_event_refused() -> None:
+    assert reason_for("clients.delete_everything", {"event_id": "e1"}) == (
+        "unknown event 'clients.delete_everything'"
+    )
+
+
+def test_every_event_has_a_strict_schema_with_envelope() -> None:
+    schemas = json_schemas()
+    assert set(schemas) == set(EVENTS)
+    for name, schema in schemas.items():
+        assert schema["additionalProperties"] is False, name
+        assert {"event_id", "client_id"} <= set(schema["required"]), name
+        assert "actor" in schema["properties"], name
+
+
+# Values a hostile or broken publisher could put in any field of a JSON payload.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=300),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    task=st.sampled_from(sorted(EVENTS)),
+    field=st.sampled_from(
+        [
+            "event_id",
+            "client_id",
+            "contact_id",
+            "firstname",
+            "email",
+            "country",
+            "status",
+            "category",
+            "template",
+            "context",
+            "actor",
+            "general",
+            "send_welcome",
+            "unexpected",
+        ]
+    ),
+    value=json_values,
+)
+def test_any_json_value_is_either_valid_or_refused_with_a_reason(
+    task: str, field: str, value: Any
+) -> None:
+    base = {
+        **payloads.client("C1"),
+        **payloads.contact("K1", "C1"),
+        **payloads.notification("C1"),
+        "status": "Active",
+    }
+    model = EVENTS[task]
+    payload = {k: v for k, v in base.items() if k in model.model_fields}
+    payload[field] = value
+    # Anything but a valid event or a Rejected with a reason (TypeError, KeyError...) fails here.
+    try:
+        parse_event(task, payload)
+        reason = "valid"
+    except Rejected as exc:
+        reason = exc.reason
+    assert reason.strip()

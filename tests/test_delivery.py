@@ -1,0 +1,174 @@
+"""Delivery over real SMTP (an in-process aiosmtpd server): MIME, one connection, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import payloads
+from conftest import Apply, Publisher
+from smtp_sink import SmtpSink
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models import EmailMessage
+from services.db import SessionFactory
+from services.mail.delivery import DeliveryReport, deliver_messages
+from services.mail.transports import FileTransport, SmtpTransport
+
+FROM = "Billing <billing@host.example>"
+
+
+def _owe_three_emails(apply: Apply) -> None:
+    apply("clients.add", payloads.client("C1", email="holder@example.com", send_welcome=False))
+    apply("contacts.add", payloads.contact("K1", "C1", "general", email="one@example.com"))
+    apply("contacts.add", payloads.contact("K2", "C1", "general", email="two@example.com"))
+    apply("notifications.send", payloads.notification("C1", "general"))
+
+
+def _deliver(
+    publisher: Publisher, session_factory: SessionFactory, smtp: SmtpSink, max_attempts: int = 3
+) -> DeliveryReport:
+    return deliver_messages(
+        publisher.message_ids,
+        session_factory,
+        SmtpTransport(smtp.url),
+        FROM,
+        max_attempts=max_attempts,
+    )
+
+
+def _statuses(db: Session) -> dict[str, tuple[str, int, str | None]]:
+    db.expire_all()
+    return {
+        m.to_address: (m.status, m.attempts, m.last_error) for m in db.scalars(select(EmailMessage))
+    }
+
+
+def test_batch_goes_over_one_connection_as_multipart_alternative(
+    apply: Apply,
+    publisher: Publisher,
+    session_factory: SessionFactory,
+    smtp: SmtpSink,
+    db: Session,
+) -> None:
+    _owe_three_emails(apply)
+
+    _deliver(publisher, session_factory, smtp)
+
+    received = smtp.wait_for(3)
+    assert smtp.connections == 1
+    assert sorted(r.rcpt_tos[0] for r in received) == [
+        "holder@example.com",
+        "one@example.com",
+        "two@example.com",
+    ]
+    message = received[0].message
+    assert message.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+    assert message["From"] == FROM
+    assert message["Subject"] == "Maintenance"
+    assert message["X-Clientflow-Idempotency-Key"]
+    assert {s for s, _, _ in _statuses(db).values()} == {"sent"}
+
+
+def test_delivering_again_sends_nothing_twice(
+    apply: Apply, publisher: Publisher, session_factory: SessionFactory, smtp: SmtpSink
+) -> None:
+    _owe_three_emails(apply)
+    _deliver(publisher, session_factory, smtp)
+    _deliver(publisher, session_factory, smtp)
+    assert len(smtp.wait_for(3)) == 3
+    assert smtp.connections == 1
+
+
+def test_recipient_refused_with_550_fails_only_that_message(
+    apply: Apply,
+    publisher: Publisher,
+    session_factory: SessionFactory,
+    smtp: SmtpSink,
+    db: Session,
+) -> None:
+    _owe_three_emails(apply)
+    smtp.fail_rcpt["one@example.com"] = "550 5.1.1 No such user"
+
+    report = _deliver(publisher, session_factory, smtp)
+
+    assert len(smtp.wait_for(2)) == 2
+    statuses = _statuses(db)
+    assert statuses["one@example.com"] == ("failed", 1, "550 5.1.1 No such user")
+    assert statuses["two@example.com"][0] == "sent"
+    assert report.retry == []
+
+
+def test_temporary_failure_is_retried_then_sent_once(
+    apply: Apply,
+    publisher: Publisher,
+    session_factory: SessionFactory,
+    smtp: SmtpSink,
+    db: Session,
+) -> None:
+    _owe_three_emails(apply)
+    smtp.temp_fail_data = 1
+
+    first = _deliver(publisher, session_factory, smtp)
+    retry_ids = first.retry
+    assert len(retry_ids) == 1
+    statuses = _statuses(db)
+    assert sorted(s for s, _, _ in statuses.values()) == ["queued", "sent", "sent"]
+    queued = next(v for v in statuses.values() if v[0] == "queued")
+    assert queued[2] is not None
+    assert queued[2].startswith("451")
+
+    _deliver(publisher, session_factory, smtp)
+
+    assert len(smtp.wait_for(3)) == 3
+    assert {s for s, _, _ in _statuses(db).values()} == {"sent"}
+
+
+def test_gives_up_after_the_attempt_limit_and_says_why(
+    apply: Apply,
+    publisher: Publisher,
+    session_factory: SessionFactory,
+    smtp: SmtpSink,
+    db: Session,
+) -> None:
+    apply("clients.add", payloads.client("C1", email="holder@example.com"))
+    smtp.temp_fail_data = 10
+    for _ in range(2):
+        _deliver(publisher, session_factory, smtp, max_attempts=2)
+    status, attempts, error = _statuses(db)["holder@example.com"]
+    assert (status, attempts) == ("failed", 2)
+    assert error is not None
+    assert error.startswith("gave up after 2 attempts: 451")
+
+
+def test_server_down_keeps_messages_queued_for_retry(
+    apply: Apply,
+    publisher: Publisher,
+    session_factory: SessionFactory,
+    smtp: SmtpSink,
+    db: Session,
+) -> None:
+    _owe_three_emails(apply)
+    port = smtp.port
+    smtp.stop()
+    report = deliver_messages(
+        publisher.message_ids,
+        session_factory,
+        SmtpTransport(f"smtp://127.0.0.1:{port}", timeout=2),
+        FROM,
+        3,
+    )
+    assert len(report.retry) == 3
+    assert {(s, a) for s, a, _ in _statuses(db).values()} == {("queued", 1)}
+
+
+def test_file_transport_writes_eml_files(
+    apply: Apply, publisher: Publisher, session_factory: SessionFactory, tmp_path: Path
+) -> None:
+    folder = tmp_path / "mail"
+    _owe_three_emails(apply)
+    deliver_messages(publisher.message_ids, session_factory, FileTransport(folder), FROM, 3)
+    files = sorted(p.name for p in folder.glob("*.eml"))
+    assert len(files) == 3
+    assert all(name.startswith("general_announcement__") for name in files)
