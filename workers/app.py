@@ -43,6 +43,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": (
             Queue("events", Exchange("events", type="direct"), routing_key="events"),
             Queue("emails", Exchange("emails", type="direct"), routing_key="emails"),
+            # Celery's stock default queue: a publisher that calls send_task without
+            # queue="events" still reaches a worker instead of waiting forever.
+            Queue("celery", Exchange("celery", type="direct"), routing_key="celery"),
         ),
         "task_routes": {"emails.*": {"queue": "emails"}},
         # Task events let Flower and `celery events` see what the workers do.

@@ -1,0 +1,13 @@
+# One image for the migrate step and the workers (docker-compose.yml).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml constraints.txt README.md ./
+COPY workers workers
+COPY tasks tasks
+COPY models models
+COPY services services
+COPY templates templates
+RUN pip install --no-cache-dir -c constraints.txt . \
+    && useradd --create-home --uid 10001 clientflow
+USER clientflow
+CMD ["celery", "-A", "workers.app", "worker", "--loglevel", "INFO"]
