@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from models.contracts import EVENTS, Event
 from models.records import ProcessedEvent
@@ -101,4 +101,7 @@ def _apply(
         # our checks and our commit. A retry sees its result and answers as a duplicate or
         # with the specific rejection.
         raise Transient(f"concurrent change while applying {event.event_id}") from exc
+    except DataError as exc:
+        # Valid by the contract, yet the database refuses a value: retrying cannot help.
+        raise Rejected(f"cannot be stored: {exc.orig}") from exc
     return Result(Outcome.APPLIED, email_ids=email_ids)

@@ -41,10 +41,14 @@ def event_id_of(payload: Any) -> str | None:
 
 
 def record_rejection(
-    session_factory: SessionFactory, task_name: str, payload: Any, reason: str
+    session_factory: SessionFactory,
+    task_name: str,
+    payload: Any,
+    reason: str,
+    event_id: str | None = None,
 ) -> RejectedEvent:
     row = RejectedEvent(
-        event_id=event_id_of(payload),
+        event_id=printable(event_id, 120) if event_id else event_id_of(payload),
         task_name=printable(task_name, 60),
         payload=payload_text(payload),
         reason=printable(reason, MAX_REASON_CHARS),

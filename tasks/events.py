@@ -7,7 +7,7 @@ from typing import Any
 from celery import Task
 
 from services.dispatch import process_event
-from services.rejections import record_rejection
+from services.rejections import event_id_of, record_rejection
 from tasks.emails import deliver
 from tasks.retry import backoff_seconds, is_transient
 from workers import runtime
@@ -30,6 +30,7 @@ def event_task(name: str) -> Task[..., str]:
                 name,
                 {"args": list(args), "kwargs": payload},
                 "positional arguments are not accepted: publish the event as keyword arguments",
+                event_id=event_id_of(payload),
             )
             return "rejected"
         try:
@@ -43,6 +44,13 @@ def event_task(name: str) -> Task[..., str]:
         except Exception as exc:
             if is_transient(exc):
                 raise self.retry(exc=exc, countdown=backoff_seconds(self.request.retries)) from exc
+            # A bug, not bad input: still never silent. Recorded, then failed for Celery's log.
+            record_rejection(
+                runtime.session_factory(),
+                name,
+                payload,
+                f"could not be applied: {type(exc).__name__}: {exc}",
+            )
             raise
         return result.outcome.value
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from workers.settings import Settings, get_settings
@@ -56,18 +56,30 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     if settings.broker_url.startswith("filesystem"):
         folder = settings.broker_folder
-        for sub in ("queue", "processed", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
             "control_folder": str(folder / "control"),
             "store_processed": False,
+            # Files are polled; the default 1 s makes every hop of the demo wait a second.
+            "polling_interval": 0.1,
         }
     elif settings.broker_url.startswith(("redis", "rediss")):
         config["broker_transport_options"] = {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT}
     return config
+
+
+def prepare_embedded_broker(settings: Settings) -> None:
+    """The filesystem transport needs its folders; made on use, not on import."""
+    if settings.broker_url.startswith("filesystem"):
+        for sub in ("queue", "processed", "control"):
+            (settings.broker_folder / sub).mkdir(parents=True, exist_ok=True)
+
+
+@signals.celeryd_init.connect
+def _prepare_worker(**_: Any) -> None:
+    prepare_embedded_broker(get_settings())
 
 
 def create_app(settings: Settings | None = None) -> Celery:

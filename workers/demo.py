@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from celery import Celery
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
@@ -17,7 +18,7 @@ from models.emails import EmailMessage, EmailStatus
 from models.records import ProcessedEvent, RejectedEvent
 from services.db import SessionFactory, make_engine, make_session_factory
 from workers import migrate
-from workers.app import create_app
+from workers.app import create_app, prepare_embedded_broker
 from workers.demo_story import Event, story
 from workers.settings import Settings
 
@@ -38,6 +39,7 @@ def run_demo(folder: Path, console: Console) -> int:
     settings = Settings(data_dir=folder, broker_url="filesystem://", database_url="", smtp_url="")
     url = settings.effective_database_url
     migrate.upgrade(url)
+    prepare_embedded_broker(settings)
     console.print(f"[bold]database[/bold] {url} migrated")
 
     log_path = folder / "worker.log"
@@ -64,16 +66,15 @@ def run_demo(folder: Path, console: Console) -> int:
     console.print(f"[bold]worker[/bold] started (pid {worker.pid}), log in {log_path}")
     events = story()
     publisher = create_app(settings)
-    for name, kwargs in events:
-        publisher.send_task(name, kwargs=kwargs)
-    console.print(f"[bold]published[/bold] {len(events)} events to {settings.broker_url}")
-
     sessions = make_session_factory(make_engine(url))
     try:
-        done = _wait_until_settled(sessions, settings.broker_folder / "queue", events)
+        done = _publish_in_order(publisher, sessions, events) and _wait_until_settled(
+            sessions, settings.broker_folder / "queue"
+        )
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+    console.print(f"[bold]published[/bold] {len(events)} events to {settings.broker_url}")
     elapsed = time.monotonic() - started
     _print_summary(console, sessions, events, settings.effective_mail_dir, elapsed)
     if not done:
@@ -82,23 +83,46 @@ def run_demo(folder: Path, console: Console) -> int:
     return 0
 
 
-def _wait_until_settled(sessions: SessionFactory, queue_folder: Path, events: list[Event]) -> bool:
-    """Settled: every distinct event applied or refused, no email owed, no message waiting."""
-    distinct = len({kwargs["event_id"] for _, kwargs in events})
+def _publish_in_order(publisher: Celery, sessions: SessionFactory, events: list[Event]) -> bool:
+    """The story depends on order, which no broker keeps across publishes in the same
+    millisecond (kombu's filesystem transport names files by milliseconds): publish each
+    event once the one before it is applied or refused.
+    """
+    deadline = time.monotonic() + TIMEOUT_SECONDS
+    seen: set[str] = set()
+    for name, kwargs in events:
+        publisher.send_task(name, kwargs=kwargs)
+        event_id = kwargs["event_id"]
+        if event_id in seen:
+            continue  # a redelivery leaves no row to wait for
+        seen.add(event_id)
+        while not _settled_event(sessions, event_id):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+    return True
+
+
+def _settled_event(sessions: SessionFactory, event_id: str) -> bool:
+    with sessions() as session:
+        return (
+            session.get(ProcessedEvent, event_id) is not None
+            or session.scalar(select(RejectedEvent.id).where(RejectedEvent.event_id == event_id))
+            is not None
+        )
+
+
+def _wait_until_settled(sessions: SessionFactory, queue_folder: Path) -> bool:
+    """Settled: no email owed and no message waiting in the broker."""
     deadline = time.monotonic() + TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         with sessions() as session:
-            applied = session.scalar(select(func.count()).select_from(ProcessedEvent)) or 0
-            refused = session.scalar(select(func.count(func.distinct(RejectedEvent.event_id)))) or 0
-            owed = (
-                session.scalar(
-                    select(func.count()).where(EmailMessage.status == EmailStatus.QUEUED)
-                )
-                or 0
+            owed = session.scalar(
+                select(func.count()).where(EmailMessage.status == EmailStatus.QUEUED)
             )
-        if applied + refused >= distinct and owed == 0 and not any(queue_folder.iterdir()):
+        if not owed and not any(queue_folder.iterdir()):
             return True
-        time.sleep(0.2)
+        time.sleep(0.1)
     return False
 
 

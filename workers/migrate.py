@@ -35,6 +35,8 @@ def current(url: str) -> str | None:
 
     from services.db import make_engine
 
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None  # asking must not create an empty database file
     engine = make_engine(url)
     try:
         with engine.connect() as conn:

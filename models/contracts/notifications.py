@@ -26,7 +26,10 @@ class SendNotification(Event):
     @field_validator("context")
     @classmethod
     def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
-        size = len(json.dumps(value, ensure_ascii=False).encode())
+        text = json.dumps(value, ensure_ascii=False)
+        if "\\u0000" in text:
+            raise ValueError("must not contain NUL characters")
+        size = len(text.encode())
         if size > MAX_CONTEXT_BYTES:
             raise ValueError(f"is {size} bytes of JSON; the limit is {MAX_CONTEXT_BYTES}")
         reserved = {"client", "recipient", "company_name"} & value.keys()

@@ -14,6 +14,8 @@ from services.errors import Rejected
 # Installed beside this package (wheel) or at the repository root (editable install).
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates" / "email"
 PARTS = ("subject.txt", "body.txt", "body.html")
+# RFC 5322 caps a header line at 998 characters; the message log's column follows it.
+MAX_SUBJECT_CHARS = 998
 
 
 @dataclass(frozen=True)
@@ -63,4 +65,9 @@ def render_email(
         raise TemplateError(f"template {name!r} renders a multi-line subject")
     if not subject:
         raise TemplateError(f"template {name!r} renders an empty subject")
+    if len(subject) > MAX_SUBJECT_CHARS:
+        raise TemplateError(
+            f"template {name!r} renders a subject of {len(subject)} characters; "
+            f"the limit is {MAX_SUBJECT_CHARS}"
+        )
     return RenderedEmail(subject=subject, text=text, html=html)

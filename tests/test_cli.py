@@ -1,0 +1,229 @@
+"""The `clientflow` command, run as a subprocess with its settings in the environment.
+
+A subprocess, not CliRunner: settings and session factories are cached per process, so each
+run must start clean with exactly the CLIENTFLOW_* variables the test gives it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import payloads
+import pytest
+from servers import create_database, drop_database
+
+from models.contracts import EVENTS
+from services.db import SessionFactory, make_engine, make_session_factory
+from services.dispatch import Outcome, process_event
+from services.rejections import record_rejection
+from workers import migrate
+
+CLI = [sys.executable, "-c", "from workers.cli import main; main()"]
+
+
+def run_cli(
+    cwd: Path, *args: str, check: bool = True, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `clientflow ARGS` with only the given CLIENTFLOW_* settings (data_dir=..., ...)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIENTFLOW_")}
+    env.update({f"CLIENTFLOW_{k.upper()}": v for k, v in settings.items()})
+    # Rich wraps tables at 80 columns when not on a terminal; keep rows on one line.
+    env["COLUMNS"] = "250"
+    result = subprocess.run(
+        [*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"clientflow {' '.join(args)} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+@pytest.fixture
+def empty_postgres(postgres_admin_url: str) -> Iterator[str]:
+    """A PostgreSQL database with no tables at all (new_postgres_database migrates)."""
+    name = f"clientflow_test_{uuid.uuid4().hex[:12]}"
+    url = create_database(postgres_admin_url, name)
+    yield url
+    drop_database(postgres_admin_url, name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    new_postgres_database: Callable[[], str],
+) -> str:
+    """A migrated, empty database of each kind."""
+    if request.param == "postgresql":
+        return new_postgres_database()
+    url = f"sqlite:///{tmp_path / 'db' / 'clientflow.db'}"
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[SessionFactory]:
+    engine = make_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def test_schema_prints_every_event_and_refuses_unknown_fields(tmp_path: Path) -> None:
+    schemas = json.loads(run_cli(tmp_path, "schema").stdout)
+
+    assert set(schemas) == set(EVENTS)
+    for name, schema in schemas.items():
+        assert schema["type"] == "object", name
+        assert schema["additionalProperties"] is False, name
+        assert {"event_id", "client_id"} <= set(schema["required"]), name
+        assert schema["$defs"]["Actor"]["additionalProperties"] is False, name
+    assert "email" in schemas["clients.add"]["required"]
+    assert schemas["notifications.send"]["properties"]["category"]["$ref"].endswith("Category")
+
+
+def test_schema_of_one_event(tmp_path: Path) -> None:
+    schemas = json.loads(run_cli(tmp_path, "schema", "contacts.add").stdout)
+
+    assert list(schemas) == ["contacts.add"]
+    assert schemas["contacts.add"]["additionalProperties"] is False
+    assert {"contact_id", "firstname", "lastname", "email"} <= set(
+        schemas["contacts.add"]["required"]
+    )
+
+
+def test_schema_of_an_unknown_event_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "schema", "clients.remove", check=False)
+
+    assert result.returncode == 2
+    assert "unknown event 'clients.remove'" in result.stderr
+    assert result.stdout == ""
+
+
+def test_db_upgrade_and_current_on_sqlite_in_the_data_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+
+    upgraded = run_cli(tmp_path, "db", "upgrade", data_dir=str(data_dir))
+    current = run_cli(tmp_path, "db", "current", data_dir=str(data_dir))
+
+    assert "0001" in upgraded.stdout
+    assert current.stdout.strip() == "0001"
+    assert (data_dir / "clientflow.db").is_file()
+    # Nothing in the working directory: the data dir setting is honoured.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_db_upgrade_and_current_on_a_sqlite_url(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'nested' / 'folder' / 'cf.db'}"
+
+    run_cli(tmp_path, "db", "upgrade", database_url=url, data_dir=str(tmp_path / "unused"))
+    current = run_cli(tmp_path, "db", "current", database_url=url)
+
+    assert current.stdout.strip() == "0001"
+    assert (tmp_path / "nested" / "folder" / "cf.db").is_file()
+    assert not (tmp_path / "unused" / "clientflow.db").exists()
+
+
+def test_db_current_before_anything_exists_says_empty(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "db", "current", data_dir=str(tmp_path / "data"), check=False)
+
+    assert (result.returncode, result.stdout.strip()) == (0, "empty"), result.stderr[-500:]
+
+
+def test_db_upgrade_and_current_on_a_fresh_postgres_database(
+    tmp_path: Path, empty_postgres: str
+) -> None:
+    before = run_cli(tmp_path, "db", "current", database_url=empty_postgres)
+    run_cli(tmp_path, "db", "upgrade", database_url=empty_postgres)
+    after = run_cli(tmp_path, "db", "current", database_url=empty_postgres)
+    again = run_cli(tmp_path, "db", "upgrade", database_url=empty_postgres)
+
+    assert before.stdout.strip() == "empty"
+    assert after.stdout.strip() == "0001"
+    assert "0001" in again.stdout
+
+
+def test_rejected_list_shows_what_was_refused_and_why(
+    tmp_path: Path, database_url: str, sessions: SessionFactory
+) -> None:
+    empty = run_cli(tmp_path, "rejected", "list", database_url=database_url)
+    assert "Rejected events (0 shown)" in empty.stdout
+    assert json.loads(
+        run_cli(tmp_path, "rejected", "list", "--json", database_url=database_url).stdout
+    ) == []
+
+    payload = payloads.contact("K1", "C1", email="not-an-email")
+    reason = "invalid event: email: value is not a valid email address"
+    record_rejection(sessions, "contacts.add", payload, reason)
+
+    table = run_cli(tmp_path, "rejected", "list", database_url=database_url).stdout
+    assert "Rejected events (1 shown)" in table
+    (line,) = [line for line in table.splitlines() if payload["event_id"] in line]
+    assert "contacts.add" in line
+    assert "not a valid email address" in line
+
+    (row,) = json.loads(
+        run_cli(tmp_path, "rejected", "list", "--json", database_url=database_url).stdout
+    )
+    assert row["event_id"] == payload["event_id"]
+    assert row["task_name"] == "contacts.add"
+    assert row["reason"] == reason
+    assert json.loads(row["payload"]) == payload
+    assert datetime.fromisoformat(row["created_at"]).utcoffset() is not None
+
+
+def test_rejected_list_limit_shows_the_newest_first(
+    tmp_path: Path, database_url: str, sessions: SessionFactory
+) -> None:
+    ids = []
+    for number in range(3):
+        payload = payloads.event("C1", status=f"bogus-{number}")
+        ids.append(payload["event_id"])
+        record_rejection(sessions, "clients.set_status", payload, f"reason {number}")
+    record_rejection(sessions, "contacts.add", {"args": [1, 2], "kwargs": {}}, "positional")
+
+    rows = json.loads(
+        run_cli(
+            tmp_path, "rejected", "list", "--json", "--limit", "3", database_url=database_url
+        ).stdout
+    )
+
+    assert [r["event_id"] for r in rows] == [None, ids[2], ids[1]]
+    assert rows[0]["reason"] == "positional"
+
+
+def test_emails_list_shows_the_message_log(
+    tmp_path: Path, database_url: str, sessions: SessionFactory
+) -> None:
+    empty = run_cli(tmp_path, "emails", "list", database_url=database_url)
+    assert "Email message log (0 shown)" in empty.stdout
+
+    published: list[list[str]] = []
+    result = process_event(
+        "clients.add",
+        payloads.client("C1"),
+        session_factory=sessions,
+        publish_delivery=published.append,
+        company_name="Test Hosting",
+    )
+    assert result.outcome == Outcome.APPLIED
+    assert len(published) == 1
+
+    listed = run_cli(tmp_path, "emails", "list", database_url=database_url).stdout
+    assert "Email message log (1 shown)" in listed
+    (line,) = [line for line in listed.splitlines() if "c1@example.com" in line]
+    assert "client_signup" in line
+    assert "queued" in line
+
+    queued = run_cli(tmp_path, "emails", "list", "--status", "queued", database_url=database_url)
+    sent = run_cli(tmp_path, "emails", "list", "--status", "sent", database_url=database_url)
+    assert "(1 shown)" in queued.stdout
+    assert "(0 shown)" in sent.stdout

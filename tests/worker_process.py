@@ -1,0 +1,373 @@
+"""A real `celery -A workers.app worker` subprocess on Redis, PostgreSQL and the SMTP sink.
+
+Tests get it through a fixture made by worker_fixture(); WorkerProcess can also be used
+directly. Everything here talks to real servers: nothing about Celery, Redis or SMTP is mocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import pytest
+import redis
+from celery import Celery
+from smtp_sink import SmtpSink
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models.emails import EmailMessage, EmailStatus
+from models.records import ProcessedEvent, RejectedEvent
+from services.db import SessionFactory, make_engine, make_session_factory
+from workers.app import create_app
+from workers.settings import Settings
+
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+WAIT_TIMEOUT = 30.0
+
+# The kombu Redis transport keeps each queue as a list named after it, and every message a
+# worker holds (running, or reserved until its retry countdown ends) in this hash until acked.
+UNACKED_KEY = "unacked"
+
+T = TypeVar("T")
+
+
+def wait_until(
+    check: Callable[[], T],
+    what: str | Callable[[], str],
+    *,
+    timeout: float = WAIT_TIMEOUT,
+    interval: float = 0.05,
+) -> T:
+    """Poll check() until it returns something truthy, and return that.
+
+    On timeout raise AssertionError naming `what` and the last value check() returned.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            description = what() if callable(what) else what
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {description}; last seen: {value!r}"
+            )
+        time.sleep(interval)
+
+
+def wait_for_db(
+    sessions: SessionFactory,
+    query: Callable[[Session], T],
+    what: str,
+    *,
+    timeout: float = WAIT_TIMEOUT,
+) -> T:
+    """Poll query(session) in a fresh session until it returns something truthy."""
+
+    def check() -> T:
+        with sessions() as session:
+            return query(session)
+
+    return wait_until(check, what, timeout=timeout)
+
+
+def build_worker_env(
+    broker_url: str, database_url: str, smtp_url: str, data_dir: Path, **extra: str
+) -> dict[str, str]:
+    """os.environ without any CLIENTFLOW_* setting, plus the worker's own settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIENTFLOW_")}
+    env.update(
+        {
+            "CLIENTFLOW_BROKER_URL": broker_url,
+            "CLIENTFLOW_DATABASE_URL": database_url,
+            "CLIENTFLOW_SMTP_URL": smtp_url,
+            # Nothing should land here, but if something did it must not be the repository.
+            "CLIENTFLOW_DATA_DIR": str(data_dir),
+            "CLIENTFLOW_RETRY_BACKOFF_BASE": "0.2",
+            "CLIENTFLOW_RETRY_BACKOFF_MAX": "2",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update({f"CLIENTFLOW_{k.upper()}": v for k, v in extra.items()})
+    return env
+
+
+class WorkerProcess:
+    """One worker subprocess, the publisher app that feeds it, and its database.
+
+    Creating it flushes the Redis database of broker_url (db 15 is reserved for tests), so
+    messages left by an earlier run cannot reach this worker. start() is separate so a test
+    can publish before any worker exists.
+    """
+
+    def __init__(
+        self,
+        *,
+        broker_url: str,
+        database_url: str,
+        smtp_url: str,
+        workdir: Path,
+        pool: Literal["prefork", "solo"] = "prefork",
+        concurrency: int = 2,
+        extra_settings: dict[str, str] | None = None,
+    ) -> None:
+        self.broker_url = broker_url
+        self.database_url = database_url
+        self.hostname = f"clientflow-test-{uuid.uuid4().hex[:10]}@localhost"
+        self.workdir = workdir
+        self.log_path = workdir / "worker.log"
+        self.pool = pool
+        self.concurrency = concurrency
+        self.env = build_worker_env(
+            broker_url, database_url, smtp_url, workdir, **(extra_settings or {})
+        )
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopped = False
+        self.redis = redis.Redis.from_url(broker_url)
+        self.redis.flushdb()
+        self.app: Celery = create_app(Settings(broker_url=broker_url))
+        self._engine = make_engine(database_url)
+        self.sessions: SessionFactory = make_session_factory(self._engine)
+
+    # -- the process ----------------------------------------------------------------------
+
+    @property
+    def command(self) -> list[str]:
+        pool = ["--pool", "solo"] if self.pool == "solo" else [
+            "--pool", "prefork", "--concurrency", str(self.concurrency)
+        ]
+        return [
+            sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+            *pool, "-n", self.hostname, "--loglevel", "INFO",
+            "--without-mingle", "--without-gossip",
+        ]  # fmt: skip
+
+    def start(self, timeout: float = READY_TIMEOUT) -> None:
+        if self._proc is not None:
+            raise RuntimeError("a WorkerProcess starts once; make a new one to restart")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            # Its own process group, so stop() can also end pool children it left behind.
+            self._proc = subprocess.Popen(
+                self.command,
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while not self._answers_ping():
+            if not self.alive:
+                raise RuntimeError(
+                    f"worker {self.hostname} exited with code {self.returncode} during "
+                    f"startup; log {self.log_path}:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"worker {self.hostname} did not answer a ping within {timeout:.0f}s; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
+
+    def _answers_ping(self) -> bool:
+        replies = self.app.control.ping(destination=[self.hostname], timeout=0.5) or []
+        return any(self.hostname in reply for reply in replies)
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("worker not started")
+        return self._proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Warm shutdown (SIGTERM); SIGKILL the whole process group if it does not end."""
+        proc = self._proc
+        if proc is None or self._stopped:
+            return
+        self._stopped = True
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=timeout)
+        # Pool children normally end with their parent; this ends any that did not.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def close(self) -> None:
+        self.stop()
+        self.app.close()
+        self.redis.close()
+        self._engine.dispose()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def pool_pids(self) -> list[int]:
+        """The pids of the prefork pool's children, as the worker reports them."""
+        stats = self.app.control.inspect(destination=[self.hostname], timeout=2).stats() or {}
+        if self.hostname not in stats:
+            raise AssertionError(f"worker {self.hostname} did not answer inspect stats")
+        return sorted(int(pid) for pid in stats[self.hostname]["pool"].get("processes", []))
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def publish(self, name: str, payload: dict[str, Any]) -> None:
+        """Publish an event the way upstream systems do: keyword arguments only."""
+        self.app.send_task(name, kwargs=payload)
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def wait_for_db(
+        self, query: Callable[[Session], T], what: str, *, timeout: float = WAIT_TIMEOUT
+    ) -> T:
+        try:
+            return wait_for_db(self.sessions, query, what, timeout=timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nworker log tail:\n{self.log_tail()}") from None
+
+    def wait_applied(self, *event_ids: str, timeout: float = WAIT_TIMEOUT) -> None:
+        """Until every event id is in processed_events; fails early if one was rejected."""
+        wanted = set(event_ids)
+
+        def done(session: Session) -> bool:
+            refused = {
+                row.event_id: row.reason
+                for row in session.scalars(
+                    select(RejectedEvent).where(RejectedEvent.event_id.in_(wanted))
+                )
+            }
+            if refused:
+                raise AssertionError(f"expected applied, but rejected: {refused}")
+            applied = set(
+                session.scalars(
+                    select(ProcessedEvent.event_id).where(ProcessedEvent.event_id.in_(wanted))
+                )
+            )
+            return applied == wanted
+
+        self.wait_for_db(done, f"events {sorted(wanted)} applied", timeout=timeout)
+
+    def wait_rejected(self, count: int, timeout: float = WAIT_TIMEOUT) -> list[RejectedEvent]:
+        """Until rejected_events has at least count rows; returns them all, oldest first."""
+
+        def rows(session: Session) -> list[RejectedEvent]:
+            found = list(session.scalars(select(RejectedEvent).order_by(RejectedEvent.id)))
+            return found if len(found) >= count else []
+
+        return self.wait_for_db(rows, f"{count} rejected_events rows", timeout=timeout)
+
+    def wait_no_email_owed(self, timeout: float = WAIT_TIMEOUT) -> None:
+        def none_queued(session: Session) -> bool:
+            queued = session.scalar(
+                select(func.count())
+                .select_from(EmailMessage)
+                .where(EmailMessage.status == EmailStatus.QUEUED)
+            )
+            return queued == 0
+
+        self.wait_for_db(none_queued, "no email_messages row left queued", timeout=timeout)
+
+    @property
+    def queue_names(self) -> list[str]:
+        """Every queue the app declares (and so the worker consumes)."""
+        return sorted(self.app.amqp.queues)
+
+    def broker_idle(self) -> bool:
+        """True when no message waits in a queue and none is held unacknowledged.
+
+        Tasks acknowledge late, and an event publishes its delivery before it is acked, so
+        between them these keys see every piece of outstanding work.
+        """
+        pipe = self.redis.pipeline(transaction=True)
+        for key in self.queue_names:
+            pipe.llen(key)
+        pipe.hlen(UNACKED_KEY)
+        return not any(pipe.execute())
+
+    def wait_idle(self, timeout: float = WAIT_TIMEOUT) -> None:
+        """Until the broker is idle twice in a row (a message being handed to the worker
+        is briefly in neither a queue nor the unacked hash)."""
+
+        def twice() -> bool:
+            if not self.broker_idle():
+                return False
+            time.sleep(0.1)
+            return self.broker_idle()
+
+        def state() -> str:
+            sizes = {key: self.redis.llen(key) for key in self.queue_names}
+            return f"an idle broker (queues {sizes}, unacked {self.redis.hlen(UNACKED_KEY)})"
+
+        try:
+            wait_until(twice, state, timeout=timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nworker log tail:\n{self.log_tail()}") from None
+
+    def rows(self, model: type[T]) -> list[T]:
+        with self.sessions() as session:
+            return list(session.scalars(select(model)))
+
+
+def worker_fixture(
+    *,
+    name: str = "worker",
+    start: bool = True,
+    pool: Literal["prefork", "solo"] = "prefork",
+    concurrency: int = 2,
+) -> Any:
+    """Make a function-scoped fixture giving a WorkerProcess on a fresh PostgreSQL database.
+
+    Use it at module level: `worker = worker_fixture()`. With start=False the worker is not
+    running yet (Redis is already flushed), so the test can publish first and call start().
+    The SMTP sink is the `smtp` fixture; request it in the test to look at what arrived.
+    """
+
+    @pytest.fixture(name=name)
+    def make(
+        redis_url: str,
+        new_postgres_database: Callable[[], str],
+        smtp: SmtpSink,
+        tmp_path: Path,
+    ) -> Iterator[WorkerProcess]:
+        process = WorkerProcess(
+            broker_url=redis_url,
+            database_url=new_postgres_database(),
+            smtp_url=smtp.url,
+            workdir=tmp_path / "worker",
+            pool=pool,
+            concurrency=concurrency,
+        )
+        try:
+            if start:
+                process.start()
+            yield process
+        finally:
+            process.close()
+
+    return make
