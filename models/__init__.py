@@ -2,7 +2,9 @@
 
 from models.base import Base
 from models.clients import Client, ClientStatus, Contact
+from models.dead_letters import DeadLetter
 from models.emails import EmailMessage, EmailStatus
+from models.outbox import OutboxMessage
 from models.records import AuditEvent, ProcessedEvent, RejectedEvent
 
 __all__ = [
@@ -11,8 +13,10 @@ __all__ = [
     "Client",
     "ClientStatus",
     "Contact",
+    "DeadLetter",
     "EmailMessage",
     "EmailStatus",
+    "OutboxMessage",
     "ProcessedEvent",
     "RejectedEvent",
 ]

@@ -13,6 +13,9 @@ from models.base import Base, UTCDateTime, utcnow
 
 class EmailStatus(StrEnum):
     QUEUED = "queued"
+    # Claimed by one delivery attempt; committed before the SMTP transaction starts, so a
+    # crash leaves a trace the relay can find (see services/outbox.py).
+    SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
 
@@ -39,3 +42,4 @@ class EmailMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -33,6 +33,11 @@ class RejectedEvent(Base):
     payload: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # "client:<id>" or "contact:<id>" when the event named something not added yet. Celery
+    # does not keep order across worker processes, so a contact can arrive before its client;
+    # adding the client releases (re-publishes) the events that wait for it.
+    waiting_for: Mapped[str | None] = mapped_column(String(80), index=True)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AuditEvent(Base):

@@ -12,6 +12,7 @@ from services.audit import diff, record_change
 from services.context import HandlerContext
 from services.errors import Conflict
 from services.routing import holder_of
+from services.waiting import release_waiting
 
 WELCOME_TEMPLATE = "client_signup"
 _ENVELOPE = {"event_id", "actor", "client_id", "send_welcome", "status"}
@@ -38,6 +39,7 @@ def add_client(ctx: HandlerContext, event: AddClient) -> None:
     record_change(
         ctx.session, ctx.task_name, event, {"created": {**fields, "status": event.status}}
     )
+    release_waiting(ctx, f"client:{client.id}")
     if event.send_welcome:
         ctx.emails.queue(
             client=client,

@@ -8,6 +8,7 @@ from services.actors import authorize
 from services.audit import diff, record_change
 from services.context import HandlerContext
 from services.errors import Conflict
+from services.waiting import release_waiting
 
 _ENVELOPE = {"event_id", "actor", "client_id", "contact_id"}
 
@@ -19,6 +20,7 @@ def add_contact(ctx: HandlerContext, event: AddContact) -> None:
         raise Conflict(f"contact {event.contact_id!r} already exists")
     fields = event.model_dump(exclude=_ENVELOPE)
     client.contacts.append(Contact(id=event.contact_id, **fields))
+    release_waiting(ctx, f"contact:{event.contact_id}")
     record_change(
         ctx.session, ctx.task_name, event, {"contact_id": event.contact_id, "created": fields}
     )

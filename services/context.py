@@ -1,12 +1,14 @@
-"""What every event handler is given: the open session and the email queue of the event."""
+"""What every event handler is given: the session, the event's email queue, and its outbox."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from models.clients import Client, Contact
+from services import outbox
 from services.errors import UnknownReference
 from services.mail.queue import EmailQueue
 
@@ -16,17 +18,31 @@ class HandlerContext:
     task_name: str
     session: Session
     emails: EmailQueue
+    # Outbox rows staged by this event; published after the commit.
+    staged: list[int] = field(default_factory=list)
+
+    def stage(self, task_name: str, kwargs: dict[str, Any]) -> None:
+        message = outbox.stage(self.session, task_name, kwargs)
+        self.session.flush()
+        self.staged.append(message.id)
 
     def client(self, client_id: str) -> Client:
         client = self.session.get(Client, client_id)
         if client is None:
-            raise UnknownReference(f"unknown client {client_id!r}")
+            raise UnknownReference(
+                f"unknown client {client_id!r}", waiting_for=f"client:{client_id}"
+            )
         return client
 
     def contact_of(self, client: Client, contact_id: str) -> Contact:
         contact = self.session.get(Contact, contact_id)
-        # The same answer whether the contact is missing or someone else's: a client must
-        # not learn which contact ids exist on other accounts.
-        if contact is None or contact.client_id != client.id:
+        if contact is None:
+            raise UnknownReference(
+                f"client {client.id!r} has no contact {contact_id!r}",
+                waiting_for=f"contact:{contact_id}",
+            )
+        if contact.client_id != client.id:
+            # The same words as for a missing contact: a client must not learn which contact
+            # ids exist on other accounts. It never waits: this contact will not come.
             raise UnknownReference(f"client {client.id!r} has no contact {contact_id!r}")
         return contact

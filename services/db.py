@@ -46,7 +46,7 @@ class UnitOfWork:
 
     def __init__(self, session_factory: SessionFactory) -> None:
         self._session_factory = session_factory
-        self._after_commit: list[Callable[[], None]] = []
+        self._after_commit: list[Callable[[], object]] = []
 
     def __enter__(self) -> Self:
         self.session = self._session_factory()
@@ -63,7 +63,7 @@ class UnitOfWork:
             self.rollback()
         self.session.close()
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
+    def after_commit(self, callback: Callable[[], object]) -> None:
         self._after_commit.append(callback)
 
     def commit(self) -> None:

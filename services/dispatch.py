@@ -16,9 +16,10 @@ from services.clients import add_client, set_billing_contact, set_status, update
 from services.contacts import add_contact, delete_contact, update_contact
 from services.context import HandlerContext
 from services.db import SessionFactory, UnitOfWork
-from services.errors import Rejected, Transient
+from services.errors import Rejected, Transient, UnknownReference
 from services.mail.queue import EmailQueue
 from services.notifications import send_notification
+from services.outbox import DELIVER_TASK, Publish, publish_staged
 from services.rejections import describe_validation_error, record_rejection
 
 Handler = Callable[[HandlerContext, Any], None]
@@ -33,9 +34,6 @@ HANDLERS: dict[str, Handler] = {
     "contacts.delete": delete_contact,
     "notifications.send": send_notification,
 }
-
-# Publishes the delivery of the given message-log ids (a Celery task in production).
-PublishDelivery = Callable[[list[str]], None]
 
 
 class Outcome(StrEnum):
@@ -66,15 +64,16 @@ def process_event(
     payload: dict[str, Any],
     *,
     session_factory: SessionFactory,
-    publish_delivery: PublishDelivery,
+    publish: Publish,
     company_name: str,
 ) -> Result:
     """Rejected events are recorded and returned; transient failures raise for a retry."""
     try:
         event = parse_event(task_name, payload)
-        return _apply(task_name, event, session_factory, publish_delivery, company_name)
+        return _apply(task_name, event, session_factory, publish, company_name)
     except Rejected as exc:
-        record_rejection(session_factory, task_name, payload, exc.reason)
+        waiting_for = exc.waiting_for if isinstance(exc, UnknownReference) else None
+        record_rejection(session_factory, task_name, payload, exc.reason, waiting_for=waiting_for)
         return Result(Outcome.REJECTED, reason=exc.reason)
 
 
@@ -82,7 +81,7 @@ def _apply(
     task_name: str,
     event: Event,
     session_factory: SessionFactory,
-    publish_delivery: PublishDelivery,
+    publish: Publish,
     company_name: str,
 ) -> Result:
     try:
@@ -90,11 +89,16 @@ def _apply(
             if uow.session.get(ProcessedEvent, event.event_id) is not None:
                 return Result(Outcome.DUPLICATE)
             emails = EmailQueue(uow.session, event.event_id, company_name)
-            HANDLERS[task_name](HandlerContext(task_name, uow.session, emails), event)
-            uow.session.add(ProcessedEvent(event_id=event.event_id, task_name=task_name))
+            ctx = HandlerContext(task_name, uow.session, emails)
+            HANDLERS[task_name](ctx, event)
             email_ids = list(emails.ids)
             if email_ids:
-                uow.after_commit(lambda: publish_delivery(email_ids))
+                # The outbox row and the emails commit together: the delivery is owed even
+                # if the broker is away right after the commit.
+                ctx.stage(DELIVER_TASK, {"message_ids": email_ids})
+            uow.session.add(ProcessedEvent(event_id=event.event_id, task_name=task_name))
+            staged = list(ctx.staged)
+            uow.after_commit(lambda: publish_staged(session_factory, staged, publish))
             uow.commit()
     except IntegrityError as exc:
         # Another worker committed the same event, or a client with the same email, between

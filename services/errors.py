@@ -15,7 +15,15 @@ class Rejected(Exception):
 
 
 class UnknownReference(Rejected):
-    pass
+    """Names a client or contact we do not have (yet).
+
+    waiting_for ("client:<id>" / "contact:<id>") is set where the thing may still be on its
+    way: the event is kept and released when it is added.
+    """
+
+    def __init__(self, reason: str, waiting_for: str | None = None) -> None:
+        super().__init__(reason)
+        self.waiting_for = waiting_for
 
 
 class Forbidden(Rejected):

@@ -29,9 +29,9 @@ def printable(text: str, limit: int) -> str:
     return safe if len(safe) <= limit else safe[:limit] + f"... [{len(safe) - limit} more]"
 
 
-def payload_text(payload: Any) -> str:
+def payload_json(payload: Any) -> str:
     # ensure_ascii escapes every non-ASCII character, so bytes that were never UTF-8 survive.
-    return printable(json.dumps(payload, ensure_ascii=True, default=repr), MAX_PAYLOAD_CHARS)
+    return json.dumps(payload, ensure_ascii=True, default=repr)
 
 
 def event_id_of(payload: Any) -> str | None:
@@ -46,12 +46,17 @@ def record_rejection(
     payload: Any,
     reason: str,
     event_id: str | None = None,
+    waiting_for: str | None = None,
 ) -> RejectedEvent:
+    full = payload_json(payload)
+    if len(full) > MAX_PAYLOAD_CHARS:
+        waiting_for = None  # a cut payload cannot be released and applied later
     row = RejectedEvent(
         event_id=printable(event_id, 120) if event_id else event_id_of(payload),
         task_name=printable(task_name, 60),
-        payload=payload_text(payload),
+        payload=printable(full, MAX_PAYLOAD_CHARS),
         reason=printable(reason, MAX_REASON_CHARS),
+        waiting_for=waiting_for,
     )
     with session_factory() as session:
         session.add(row)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from celery import Task
 
 from services.mail.delivery import deliver_messages
-from tasks.retry import backoff_seconds, is_transient
+from tasks.failures import retry_or_bury
+from tasks.retry import backoff_seconds
 from workers import runtime
 from workers.app import app
 from workers.settings import get_settings
@@ -23,12 +24,10 @@ def deliver(self: Task[..., dict[str, int]], message_ids: list[str]) -> dict[str
             max_attempts=settings.email_max_retries + 1,
         )
     except Exception as exc:
-        # The rows bound SMTP retries; this bounds retries of a database that is away.
-        if is_transient(exc) and self.request.retries < settings.event_max_retries:
-            raise self.retry(exc=exc, countdown=backoff_seconds(self.request.retries)) from exc
-        raise
+        retry_or_bury(self, {"message_ids": message_ids}, exc)
     if report.retry:
-        # Only the messages still owed go round again; the sent ones are done.
+        # Only the messages still owed go round again. Their rows count the attempts and turn
+        # `failed` at the limit, which is what bounds these retries.
         raise self.retry(
             kwargs={"message_ids": report.retry},
             countdown=backoff_seconds(self.request.retries),

@@ -114,13 +114,23 @@ def db(session_factory: SessionFactory) -> Iterator[Session]:
 
 
 class Publisher:
-    """Records what would be published, and when: only after commit is allowed."""
+    """Stands in for the broker: records each (task name, kwargs) it is given.
+
+    `down = True` makes it refuse like an unreachable broker.
+    """
 
     def __init__(self) -> None:
-        self.deliveries: list[list[str]] = []
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.down = False
 
-    def __call__(self, message_ids: list[str]) -> None:
-        self.deliveries.append(list(message_ids))
+    def __call__(self, task_name: str, kwargs: dict[str, Any]) -> None:
+        if self.down:
+            raise ConnectionRefusedError("broker unreachable")
+        self.sent.append((task_name, json.loads(json.dumps(kwargs))))
+
+    @property
+    def deliveries(self) -> list[list[str]]:
+        return [kw["message_ids"] for name, kw in self.sent if name == "emails.deliver"]
 
     @property
     def message_ids(self) -> list[str]:
@@ -145,7 +155,7 @@ def apply(session_factory: SessionFactory, publisher: Publisher) -> Apply:
             task_name,
             wire,
             session_factory=session_factory,
-            publish_delivery=publisher,
+            publish=publisher,
             company_name=COMPANY,
         )
 

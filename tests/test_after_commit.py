@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import payloads
 import pytest
 from conftest import COMPANY, Publisher
@@ -82,7 +84,7 @@ def test_no_publish_when_the_commit_fails(
             "clients.add",
             payloads.client("C1"),
             session_factory=session_factory,
-            publish_delivery=publisher,
+            publish=publisher,
             company_name=COMPANY,
         )
 
@@ -96,7 +98,8 @@ def test_publish_happens_once_per_event_after_commit(
 ) -> None:
     observed: list[str] = []
 
-    def publish(ids: list[str]) -> None:
+    def publish(task_name: str, kwargs: dict[str, Any]) -> None:
+        ids = kwargs["message_ids"]
         with session_factory() as other:
             rows = other.scalars(select(EmailMessage.status).where(EmailMessage.id.in_(ids)))
             observed.extend(rows)
@@ -105,7 +108,7 @@ def test_publish_happens_once_per_event_after_commit(
         "clients.add",
         payloads.client("C1"),
         session_factory=session_factory,
-        publish_delivery=publish,
+        publish=publish,
         company_name=COMPANY,
     )
     assert result.outcome is Outcome.APPLIED

@@ -25,6 +25,8 @@ from services.dispatch import Outcome, process_event
 from services.rejections import record_rejection
 from workers import migrate
 
+HEAD = migrate.head()
+
 CLI = [sys.executable, "-c", "from workers.cli import main; main()"]
 
 
@@ -114,8 +116,8 @@ def test_db_upgrade_and_current_on_sqlite_in_the_data_dir(tmp_path: Path) -> Non
     upgraded = run_cli(tmp_path, "db", "upgrade", data_dir=str(data_dir))
     current = run_cli(tmp_path, "db", "current", data_dir=str(data_dir))
 
-    assert "0001" in upgraded.stdout
-    assert current.stdout.strip() == "0001"
+    assert HEAD in upgraded.stdout
+    assert current.stdout.strip() == HEAD
     assert (data_dir / "clientflow.db").is_file()
     # Nothing in the working directory: the data dir setting is honoured.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
@@ -127,7 +129,7 @@ def test_db_upgrade_and_current_on_a_sqlite_url(tmp_path: Path) -> None:
     run_cli(tmp_path, "db", "upgrade", database_url=url, data_dir=str(tmp_path / "unused"))
     current = run_cli(tmp_path, "db", "current", database_url=url)
 
-    assert current.stdout.strip() == "0001"
+    assert current.stdout.strip() == HEAD
     assert (tmp_path / "nested" / "folder" / "cf.db").is_file()
     assert not (tmp_path / "unused" / "clientflow.db").exists()
 
@@ -147,8 +149,8 @@ def test_db_upgrade_and_current_on_a_fresh_postgres_database(
     again = run_cli(tmp_path, "db", "upgrade", database_url=empty_postgres)
 
     assert before.stdout.strip() == "empty"
-    assert after.stdout.strip() == "0001"
-    assert "0001" in again.stdout
+    assert after.stdout.strip() == HEAD
+    assert HEAD in again.stdout
 
 
 def test_rejected_list_shows_what_was_refused_and_why(
@@ -156,9 +158,12 @@ def test_rejected_list_shows_what_was_refused_and_why(
 ) -> None:
     empty = run_cli(tmp_path, "rejected", "list", database_url=database_url)
     assert "Rejected events (0 shown)" in empty.stdout
-    assert json.loads(
-        run_cli(tmp_path, "rejected", "list", "--json", database_url=database_url).stdout
-    ) == []
+    assert (
+        json.loads(
+            run_cli(tmp_path, "rejected", "list", "--json", database_url=database_url).stdout
+        )
+        == []
+    )
 
     payload = payloads.contact("K1", "C1", email="not-an-email")
     reason = "invalid event: email: value is not a valid email address"
@@ -206,12 +211,12 @@ def test_emails_list_shows_the_message_log(
     empty = run_cli(tmp_path, "emails", "list", database_url=database_url)
     assert "Email message log (0 shown)" in empty.stdout
 
-    published: list[list[str]] = []
+    published: list[str] = []
     result = process_event(
         "clients.add",
         payloads.client("C1"),
         session_factory=sessions,
-        publish_delivery=published.append,
+        publish=lambda name, kwargs: published.append(name),
         company_name="Test Hosting",
     )
     assert result.outcome == Outcome.APPLIED

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import payloads
 from conftest import Apply, Publisher
@@ -172,3 +175,49 @@ def test_file_transport_writes_eml_files(
     files = sorted(p.name for p in folder.glob("*.eml"))
     assert len(files) == 3
     assert all(name.startswith("general_announcement__") for name in files)
+
+
+def test_a_claimed_message_is_not_sent_by_a_second_delivery(
+    apply: Apply,
+    publisher: Publisher,
+    session_factory: SessionFactory,
+    smtp: SmtpSink,
+    db: Session,
+) -> None:
+    """Two deliveries of the same ids (a redelivered task, a relay) send each message once."""
+    _owe_three_emails(apply)
+    first_id = publisher.message_ids[0]
+
+    class SecondDeliveryMidway:
+        """Runs the competing delivery while the first holds its claim on the first message."""
+
+        def __init__(self) -> None:
+            self.inner = SmtpTransport(smtp.url)
+            self.ran = False
+
+        def connect(self) -> Any:
+            return self._connect()
+
+        @contextmanager
+        def _connect(self) -> Iterator[Any]:
+            with self.inner.connect() as connection:
+                outer = self
+
+                class Competing:
+                    def send(self, message: Any) -> None:
+                        if not outer.ran:
+                            outer.ran = True
+                            _deliver(publisher, session_factory, smtp)
+                        connection.send(message)
+
+                yield Competing()
+
+    deliver_messages([first_id], session_factory, SecondDeliveryMidway(), FROM, 3)
+
+    received = smtp.wait_for(3)
+    assert sorted(r.rcpt_tos[0] for r in received) == [
+        "holder@example.com",
+        "one@example.com",
+        "two@example.com",
+    ]
+    assert {s for s, _, _ in _statuses(db).values()} == {"sent"}

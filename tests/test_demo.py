@@ -72,7 +72,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     env["COLUMNS"] = "200"
     result = subprocess.run(
         [*clientflow_command(), "demo", "--dir", str(folder)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=180, check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     log = folder / "worker.log"
     assert result.returncode == 0, (
@@ -101,9 +106,7 @@ def test_demo_writes_every_email_as_a_multipart_eml_file(demo: DemoRun) -> None:
     assert len(messages) == 10, demo.context
     for message in messages:
         assert message.get_content_type() == "multipart/alternative"
-        assert [p.get_content_type() for p in message.iter_parts()] == [
-            "text/plain", "text/html"
-        ]
+        assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
         assert message["Subject"]
         assert message["X-Clientflow-Event-Id"].startswith("demo-")
     assert not list((demo.folder / "mail").glob("*.part"))
@@ -140,7 +143,10 @@ def test_loading_the_demo_creates_nothing_in_the_working_directory(tmp_path: Pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIENTFLOW_")}
     subprocess.run(
         [sys.executable, "-c", "import workers.cli, workers.demo"],
-        cwd=tmp_path, env=env, check=True, timeout=60,
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        timeout=60,
     )
 
     assert list(tmp_path.iterdir()) == []

@@ -14,6 +14,8 @@ from models import Base
 from services.db import make_engine
 from workers import migrate
 
+HEAD = migrate.head()
+
 
 # SQLite cannot reflect expression indexes (lower(email)) and says so; PostgreSQL compares them.
 @pytest.mark.filterwarnings(
@@ -31,7 +33,7 @@ def test_migrated_schema_matches_models(
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()
     assert diff == []
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == HEAD
 
 
 @pytest.mark.parametrize("backend", ["postgres", "sqlite"])

@@ -200,20 +200,25 @@ def test_bad_events_are_rejected_with_reasons_and_good_ones_keep_flowing(
     publish_bad(
         "contacts.add",
         payloads.contact("KB2", "C1", firstname="Eve\r\nBcc: all@evil.example"),
-        "firstname", "single line",
+        "firstname",
+        "single line",
     )
     publish_bad("contacts.add", payloads.contact("KB3", "C404"), "unknown client", "C404")
     publish_good("clients.update", payloads.event("C1", companyname="Analytical Engines"))
     publish_bad(
-        "contacts.add", payloads.contact("KB4", "C1", lastname="x" * 1_000_000),
-        "lastname", "at most 100 characters",
+        "contacts.add",
+        payloads.contact("KB4", "C1", lastname="x" * 1_000_000),
+        "lastname",
+        "at most 100 characters",
     )
     missing = payloads.client("C3")
     del missing["city"]
     publish_bad("clients.add", missing, "city", "Field required")
     publish_bad(
-        "contacts.add", payloads.contact("KB5", "C1", nickname="Charlie"),
-        "nickname", "Extra inputs",
+        "contacts.add",
+        payloads.contact("KB5", "C1", nickname="Charlie"),
+        "nickname",
+        "Extra inputs",
     )
     worker.app.send_task("contacts.add", args=[1, 2])
     publish_bad(
@@ -223,13 +228,16 @@ def test_bad_events_are_rejected_with_reasons_and_good_ones_keep_flowing(
 
     # Wave 2: the notification needs K1 in place.
     publish_bad(
-        "notifications.send", payloads.notification("C1", category="bogus"),
-        "category", "Input should be",
+        "notifications.send",
+        payloads.notification("C1", category="bogus"),
+        "category",
+        "Input should be",
     )
     notification = payloads.notification("C1", "general")
     publish_good("notifications.send", notification)
     publish_bad(
-        "notifications.send", payloads.notification("C1", template="no_such_template"),
+        "notifications.send",
+        payloads.notification("C1", template="no_such_template"),
         "unknown email template",
     )
     publish_good("contacts.update", payloads.event("C1", contact_id="K1", product=True))
@@ -262,11 +270,10 @@ def test_bad_events_are_rejected_with_reasons_and_good_ones_keep_flowing(
         assert contact_ids == {"K1"}
         emails = session.scalars(select(EmailMessage)).all()
         assert {e.status for e in emails} == {EmailStatus.SENT}
-    assert rcpts(smtp.messages) == {
-        "c1@example.com": 2, "c2@example.com": 1, "k1@example.com": 1
-    }
+    assert rcpts(smtp.messages) == {"c1@example.com": 2, "c2@example.com": 1, "k1@example.com": 1}
     assert rcpts(smtp.messages, notification["event_id"]) == {
-        "c1@example.com": 1, "k1@example.com": 1
+        "c1@example.com": 1,
+        "k1@example.com": 1,
     }
     assert len(smtp.messages) == 4
 
@@ -335,7 +342,8 @@ def test_smtp_failures_are_retried_when_temporary_and_recorded_when_permanent(
     settle(worker)
 
     assert rcpts(smtp.messages, notification["event_id"]) == {
-        "c1@example.com": 1, "k2@example.com": 1
+        "c1@example.com": 1,
+        "k2@example.com": 1,
     }
     with worker.sessions() as session:
         rows = {
@@ -352,7 +360,6 @@ def test_smtp_failures_are_retried_when_temporary_and_recorded_when_permanent(
     assert failed.attempts == 1  # a permanent refusal is not retried
     assert rows["c1@example.com"].status == EmailStatus.SENT
     assert rows["k2@example.com"].status == EmailStatus.SENT
-
 
 
 def test_an_event_the_database_cannot_store_is_rejected_not_lost(

@@ -143,9 +143,11 @@ class WorkerProcess:
 
     @property
     def command(self) -> list[str]:
-        pool = ["--pool", "solo"] if self.pool == "solo" else [
-            "--pool", "prefork", "--concurrency", str(self.concurrency)
-        ]
+        pool = (
+            ["--pool", "solo"]
+            if self.pool == "solo"
+            else ["--pool", "prefork", "--concurrency", str(self.concurrency)]
+        )
         return [
             sys.executable, "-m", "celery", "-A", "workers.app", "worker",
             *pool, "-n", self.hostname, "--loglevel", "INFO",
@@ -252,14 +254,17 @@ class WorkerProcess:
             raise AssertionError(f"{exc}\nworker log tail:\n{self.log_tail()}") from None
 
     def wait_applied(self, *event_ids: str, timeout: float = WAIT_TIMEOUT) -> None:
-        """Until every event id is in processed_events; fails early if one was rejected."""
+        """Until every event id is in processed_events; fails early if one was rejected for
+        good (a rejection still waiting for its client or contact may yet be applied)."""
         wanted = set(event_ids)
 
         def done(session: Session) -> bool:
             refused = {
                 row.event_id: row.reason
                 for row in session.scalars(
-                    select(RejectedEvent).where(RejectedEvent.event_id.in_(wanted))
+                    select(RejectedEvent).where(
+                        RejectedEvent.event_id.in_(wanted), RejectedEvent.waiting_for.is_(None)
+                    )
                 )
             }
             if refused:

@@ -1,6 +1,7 @@
 """The Celery app: one configuration for publishers and workers, chosen from settings.
 
-Run a worker with `celery -A workers.app worker`; it consumes the `events` and `emails` queues.
+Run a worker with `celery -A workers.app worker` (queues `events`, `emails`, `celery`) and one
+`celery -A workers.app beat` for the scheduled runs (the outbox relay).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from kombu import Exchange, Queue
 
 from workers.settings import Settings, get_settings
 
-# Redis redelivers an unacknowledged message after this long. It must stay above the longest
-# retry countdown (retry_backoff_max) or a message waiting for its retry is delivered twice.
-REDIS_VISIBILITY_TIMEOUT = 3600
-
-TASK_MODULES = ["tasks.clients", "tasks.contacts", "tasks.notifications", "tasks.emails"]
+TASK_MODULES = [
+    "tasks.clients",
+    "tasks.contacts",
+    "tasks.notifications",
+    "tasks.emails",
+    "tasks.outbox",
+]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -32,9 +35,23 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # is done, and give the message back if the worker process dies mid-task.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        # Tasks are short; taking one at a time keeps a slow email batch from holding events.
+        # acks_late tasks that fail (a bug, or a dead letter already recorded) are acknowledged:
+        # redelivering them would only fail again.
+        "task_acks_on_failure_or_timeout": True,
+        # Prefetch one: tasks are short and uneven (an email batch holds an SMTP connection),
+        # so a worker should not sit on messages another idle worker could take.
         "worker_prefetch_multiplier": 1,
+        # A worker started before Redis is up waits for it instead of exiting.
         "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        # When the broker connection drops, running late-ack tasks cannot be acknowledged any
+        # more and will be redelivered; cancel them rather than let two copies run.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Our consumer records undecodable messages instead of only logging them.
+        "worker_consumer": "workers.consumer:RecordingConsumer",
+        "beat_schedule": {
+            "outbox-relay": {"task": "outbox.relay", "schedule": settings.outbox_relay_seconds},
+        },
         # Two queues so a backlog of emails never delays client changes (and ops can see each).
         # Each has its own exchange and key: sharing one would copy every message into both.
         "task_default_queue": "events",
@@ -66,7 +83,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "polling_interval": 0.1,
         }
     elif settings.broker_url.startswith(("redis", "rediss")):
-        config["broker_transport_options"] = {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT}
+        config["broker_transport_options"] = {
+            # An unacknowledged message (its worker died) goes to another worker after this
+            # long. Above retry_backoff_max (checked in Settings): a retry waiting for its
+            # countdown is held unacknowledged and must not be handed out twice.
+            "visibility_timeout": settings.redis_visibility_timeout,
+            "unacked_restore_interval": settings.redis_restore_interval,
+            "unacked_restore_throttle": 1,
+        }
     return config
 
 
@@ -80,6 +104,13 @@ def prepare_embedded_broker(settings: Settings) -> None:
 @signals.celeryd_init.connect
 def _prepare_worker(**_: Any) -> None:
     prepare_embedded_broker(get_settings())
+
+
+@signals.worker_process_init.connect
+def _fresh_resources_in_child(**_: Any) -> None:
+    from workers import runtime
+
+    runtime.forget_after_fork()
 
 
 def create_app(settings: Settings | None = None) -> Celery:

@@ -1,33 +1,27 @@
-"""The `clientflow` command: event schemas, migrations, what was refused, the message log, demo."""
+"""The `clientflow` command: schemas, migrations, the demo, and the subcommands of ops."""
 
 from __future__ import annotations
 
 import json
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from sqlalchemy import select
 
 from models.contracts import EVENTS, json_schemas
-from models.emails import EmailMessage
-from models.records import RejectedEvent
-from workers import migrate, runtime
+from workers import migrate
+from workers.cli_common import console
+from workers.cli_dlq import dlq_app, outbox_app
+from workers.cli_records import emails_app, rejected_app
 from workers.settings import get_settings
 
 app = typer.Typer(
     help="Client-management worker for hosting and billing businesses.", no_args_is_help=True
 )
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
-rejected_app = typer.Typer(
-    help="Events refused for good, with their reasons.", no_args_is_help=True
-)
-emails_app = typer.Typer(help="The email message log.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(rejected_app, name="rejected")
 app.add_typer(emails_app, name="emails")
-
-console = Console()
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(outbox_app, name="outbox")
 
 
 @app.command()
@@ -55,70 +49,6 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
 def db_current() -> None:
     """Print the database's migration revision."""
     typer.echo(migrate.current(get_settings().effective_database_url) or "empty")
-
-
-@rejected_app.command("list")
-def rejected_list(
-    limit: int = typer.Option(50, help="Newest first, at most this many."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON array, for scripts."),
-) -> None:
-    """List refused events: when, event id, task, reason."""
-    with runtime.session_factory()() as session:
-        rows = session.scalars(
-            select(RejectedEvent).order_by(RejectedEvent.id.desc()).limit(limit)
-        ).all()
-    if as_json:
-        typer.echo(
-            json.dumps(
-                [
-                    {
-                        "id": r.id,
-                        "created_at": r.created_at.isoformat(),
-                        "event_id": r.event_id,
-                        "task_name": r.task_name,
-                        "reason": r.reason,
-                        "payload": r.payload,
-                    }
-                    for r in rows
-                ],
-                indent=2,
-            )
-        )
-        return
-    table = Table(title=f"Rejected events ({len(rows)} shown)")
-    for column in ("id", "when (UTC)", "event id", "task", "reason"):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        table.add_row(
-            str(r.id), f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.event_id or "-", r.task_name, r.reason
-        )
-    console.print(table)
-
-
-@emails_app.command("list")
-def emails_list(
-    status: str | None = typer.Option(None, help="queued, sent or failed."),
-    limit: int = typer.Option(50, help="Newest first, at most this many."),
-) -> None:
-    """List the message log: recipient, template, status, attempts, last error."""
-    with runtime.session_factory()() as session:
-        query = select(EmailMessage).order_by(EmailMessage.created_at.desc()).limit(limit)
-        if status:
-            query = query.where(EmailMessage.status == status)
-        rows = session.scalars(query).all()
-    table = Table(title=f"Email message log ({len(rows)} shown)")
-    for column in ("when (UTC)", "to", "template", "status", "attempts", "last error"):
-        table.add_column(column, overflow="fold")
-    for m in rows:
-        table.add_row(
-            f"{m.created_at:%Y-%m-%d %H:%M:%S}",
-            m.to_address,
-            m.template,
-            m.status,
-            str(m.attempts),
-            m.last_error or "",
-        )
-    console.print(table)
 
 
 @app.command()

@@ -1,12 +1,13 @@
-"""Per-process resources (database engine, mail transport), created on first use.
+"""Per-process resources (database engine, mail transport, publisher), created on first use.
 
-Created lazily so a prefork worker builds its engine in each child, never sharing sockets
-inherited across fork.
+Created lazily, and dropped in each forked pool child, so no two processes ever share a
+database socket inherited across fork.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from services.db import SessionFactory, make_engine, make_session_factory
 from services.mail.transports import MailTransport, transport_for
@@ -22,3 +23,18 @@ def session_factory() -> SessionFactory:
 def mail_transport() -> MailTransport:
     settings = get_settings()
     return transport_for(settings.smtp_url, settings.effective_mail_dir, settings.smtp_timeout)
+
+
+def publish(task_name: str, kwargs: dict[str, Any]) -> None:
+    """Send one task by name through the worker's own app (routes and serializer included)."""
+    from workers.app import app
+
+    app.send_task(task_name, kwargs=kwargs)
+
+
+def forget_after_fork() -> None:
+    """In a new pool child: drop the parent's pool without closing its sockets."""
+    if session_factory.cache_info().currsize:
+        engine = session_factory().kw["bind"]
+        engine.dispose(close=False)
+    session_factory.cache_clear()

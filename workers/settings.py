@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,6 +55,34 @@ class Settings(BaseSettings):
     retry_backoff_max: float = Field(
         default=600.0, description="Longest retry delay; kept below the Redis visibility timeout."
     )
+    redis_visibility_timeout: int = Field(
+        default=3600,
+        description="Seconds before Redis hands an unacknowledged message (its worker died) "
+        "to another worker. Must exceed retry_backoff_max.",
+    )
+    redis_restore_interval: int = Field(
+        default=60, description="Seconds between a worker's scans for such messages."
+    )
+    outbox_relay_seconds: float = Field(
+        default=30.0, description="Beat runs the outbox relay this often."
+    )
+    outbox_min_age_seconds: float = Field(
+        default=10.0, description="The relay leaves outbox rows younger than this alone."
+    )
+    sending_lease_seconds: float = Field(
+        default=300.0,
+        description="An email claimed for sending longer than this is taken as abandoned "
+        "(its worker died) and requeued by the relay.",
+    )
+
+    @model_validator(mode="after")
+    def _visibility_above_backoff(self) -> Settings:
+        if self.redis_visibility_timeout <= self.retry_backoff_max:
+            raise ValueError(
+                "redis_visibility_timeout must exceed retry_backoff_max, or a message waiting "
+                "for its retry is handed to a second worker"
+            )
+        return self
 
     @property
     def effective_database_url(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import smtplib
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from models.base import utcnow
@@ -66,11 +66,17 @@ def deliver_messages(
     mail_from: str,
     max_attempts: int,
 ) -> DeliveryReport:
+    """Send each still-queued message once, over one connection, recording every outcome.
+
+    Each message is claimed (queued -> sending, committed) before its SMTP transaction and
+    marked sent right after the server's 250, so two deliveries of the same ids cannot both
+    send, and a crash can repeat at most the one message between "250" and our commit.
+    """
     report = DeliveryReport()
     with session_factory() as session:
         pending = list(
             session.scalars(
-                select(EmailMessage)
+                select(EmailMessage.id)
                 .where(EmailMessage.id.in_(message_ids), EmailMessage.status == EmailStatus.QUEUED)
                 .order_by(EmailMessage.created_at, EmailMessage.id)
             )
@@ -80,29 +86,50 @@ def deliver_messages(
         try:
             with transport.connect() as connection:
                 while pending:
-                    message = pending[0]
-                    message.attempts += 1
+                    message = _claim(session, pending.pop(0))
+                    if message is None:
+                        continue  # another delivery has it, or it is already done
                     try:
                         connection.send(compose(message, mail_from))
                     except (smtplib.SMTPException, OSError) as exc:
                         _record_failure(session, message, exc, max_attempts, report)
-                        pending.pop(0)
                         if breaks_connection(exc):
                             raise
                         continue
-                    message.status = EmailStatus.SENT
-                    message.sent_at = utcnow()
-                    message.last_error = None
-                    # One commit per message keeps "sent but not recorded" to one message.
-                    session.commit()
-                    report.sent.append(message.id)
-                    pending.pop(0)
+                    _record_sent(session, message, report)
         except (smtplib.SMTPException, OSError) as exc:
-            # Could not connect, or the connection dropped: nothing left was attempted.
-            for message in pending:
-                message.attempts += 1
-                _record_failure(session, message, exc, max_attempts, report)
+            # Could not connect, or the connection dropped: what is left was not attempted,
+            # but it counts as an attempt so a server that never returns ends in `failed`.
+            for message_id in pending:
+                message = _claim(session, message_id)
+                if message is not None:
+                    _record_failure(session, message, exc, max_attempts, report)
     return report
+
+
+def _claim(session: Session, message_id: str) -> EmailMessage | None:
+    claimed = session.execute(
+        update(EmailMessage)
+        .where(EmailMessage.id == message_id, EmailMessage.status == EmailStatus.QUEUED)
+        .values(
+            status=EmailStatus.SENDING,
+            claimed_at=utcnow(),
+            attempts=EmailMessage.attempts + 1,
+            updated_at=utcnow(),
+        )
+    )
+    session.commit()
+    if getattr(claimed, "rowcount", 0) != 1:
+        return None
+    return session.get(EmailMessage, message_id, populate_existing=True)
+
+
+def _record_sent(session: Session, message: EmailMessage, report: DeliveryReport) -> None:
+    message.status = EmailStatus.SENT
+    message.sent_at = utcnow()
+    message.last_error = None
+    session.commit()
+    report.sent.append(message.id)
 
 
 def _record_failure(
@@ -123,6 +150,7 @@ def _record_failure(
         message.last_error = f"gave up after {message.attempts} attempts: {reply}"
         report.failed.append(message.id)
     else:
+        message.status = EmailStatus.QUEUED
         message.last_error = reply
         report.retry.append(message.id)
     session.commit()

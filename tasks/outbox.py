@@ -1,0 +1,21 @@
+"""outbox.relay (run by beat): publish what the broker could not take at commit time."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from services.outbox import relay as relay_outbox
+from workers import runtime
+from workers.app import app
+from workers.settings import get_settings
+
+
+@app.task(name="outbox.relay")
+def relay() -> int:
+    settings = get_settings()
+    return relay_outbox(
+        runtime.session_factory(),
+        runtime.publish,
+        min_age=timedelta(seconds=settings.outbox_min_age_seconds),
+        sending_lease=timedelta(seconds=settings.sending_lease_seconds),
+    )

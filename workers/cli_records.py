@@ -1,0 +1,81 @@
+"""`clientflow rejected` and `clientflow emails`: what was refused, and the message log."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+from sqlalchemy import select
+
+from models.emails import EmailMessage
+from models.records import RejectedEvent
+from workers.cli_common import console, database, when
+
+rejected_app = typer.Typer(help="Events refused, with their reasons.", no_args_is_help=True)
+emails_app = typer.Typer(help="The email message log.", no_args_is_help=True)
+
+
+@rejected_app.command("list")
+def rejected_list(
+    limit: int = typer.Option(50, help="Newest first, at most this many."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON array, for scripts."),
+) -> None:
+    """List refused events: when, event id, task, reason, and what a held event waits for."""
+    with database() as session:
+        rows = session.scalars(
+            select(RejectedEvent).order_by(RejectedEvent.id.desc()).limit(limit)
+        ).all()
+    if as_json:
+        records = [
+            {
+                "id": r.id,
+                "created_at": r.created_at.isoformat(),
+                "event_id": r.event_id,
+                "task_name": r.task_name,
+                "reason": r.reason,
+                "payload": r.payload,
+                "waiting_for": r.waiting_for,
+                "released_at": r.released_at.isoformat() if r.released_at else None,
+            }
+            for r in rows
+        ]
+        typer.echo(json.dumps(records, indent=2))
+        return
+    table = Table(title=f"Rejected events ({len(rows)} shown)")
+    for column in ("id", "when (UTC)", "event id", "task", "reason", "waiting for"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        waiting = ""
+        if r.waiting_for:
+            waiting = f"released {when(r.released_at)}" if r.released_at else r.waiting_for
+        table.add_row(
+            str(r.id), when(r.created_at), r.event_id or "-", r.task_name, r.reason, waiting
+        )
+    console.print(table)
+
+
+@emails_app.command("list")
+def emails_list(
+    status: str | None = typer.Option(None, help="queued, sending, sent or failed."),
+    limit: int = typer.Option(50, help="Newest first, at most this many."),
+) -> None:
+    """List the message log: recipient, template, status, attempts, last error."""
+    with database() as session:
+        query = select(EmailMessage).order_by(EmailMessage.created_at.desc()).limit(limit)
+        if status:
+            query = query.where(EmailMessage.status == status)
+        rows = session.scalars(query).all()
+    table = Table(title=f"Email message log ({len(rows)} shown)")
+    for column in ("when (UTC)", "to", "template", "status", "attempts", "last error"):
+        table.add_column(column, overflow="fold")
+    for m in rows:
+        table.add_row(
+            when(m.created_at),
+            m.to_address,
+            m.template,
+            m.status,
+            str(m.attempts),
+            m.last_error or "",
+        )
+    console.print(table)
