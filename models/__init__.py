@@ -4,6 +4,7 @@ from models.base import Base
 from models.clients import Client, ClientStatus, Contact
 from models.dead_letters import DeadLetter
 from models.emails import EmailMessage, EmailStatus
+from models.ops import ScheduledRun, TaskStat
 from models.outbox import OutboxMessage
 from models.records import AuditEvent, ProcessedEvent, RejectedEvent
 
@@ -19,4 +20,6 @@ __all__ = [
     "OutboxMessage",
     "ProcessedEvent",
     "RejectedEvent",
+    "ScheduledRun",
+    "TaskStat",
 ]
