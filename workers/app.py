@@ -11,7 +11,11 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
+from workers import redis_transport
 from workers.settings import Settings, get_settings
+
+# Before any connection is made: redis:// gets the transport that survives foreign entries.
+redis_transport.install()
 
 TASK_MODULES = [
     "tasks.clients",
