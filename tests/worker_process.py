@@ -361,6 +361,8 @@ def worker_fixture(
     start: bool = True,
     pool: Literal["prefork", "solo"] = "prefork",
     concurrency: int = 2,
+    database_url_suffix: str = "",
+    extra_settings: dict[str, str] | None = None,
 ) -> Any:
     """Make a function-scoped fixture giving a WorkerProcess on a fresh PostgreSQL database.
 
@@ -378,11 +380,12 @@ def worker_fixture(
     ) -> Iterator[WorkerProcess]:
         process = WorkerProcess(
             broker_url=redis_url,
-            database_url=new_postgres_database(),
+            database_url=new_postgres_database() + database_url_suffix,
             smtp_url=smtp.url,
             workdir=tmp_path / "worker",
             pool=pool,
             concurrency=concurrency,
+            extra_settings=extra_settings,
         )
         try:
             if start:
