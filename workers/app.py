@@ -11,6 +11,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
+from workers.ops import hooks as _ops_hooks  # noqa: F401  (connects the ops signal handlers)
 from workers.settings import Settings, get_settings
 
 TASK_MODULES = [
