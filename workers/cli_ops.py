@@ -6,10 +6,10 @@ import contextlib
 import time
 
 import typer
+from celery import Celery
 from rich.live import Live
 
 from workers import runtime
-from workers.app import app, prepare_embedded_broker
 from workers.cli_common import console
 from workers.ops.exporter import serve
 from workers.ops.ping import run_checks
@@ -24,10 +24,13 @@ ops_app = typer.Typer(
 )
 
 
-@ops_app.callback()
-def _embedded_broker_folders() -> None:
-    # The filesystem broker reads folders that exist only once something used it.
+def _celery_app() -> Celery:
+    # Imported on use: the other subcommands need no Celery app. The embedded filesystem
+    # broker reads folders that exist only once something used it.
+    from workers.app import app, prepare_embedded_broker
+
     prepare_embedded_broker(get_settings())
+    return app
 
 
 @ops_app.command("status")
@@ -37,6 +40,7 @@ def status(
     interval: float = typer.Option(2.0, help="Seconds between refreshes with --watch."),
 ) -> None:
     """Queues, workers, task outcomes of the last hour, dead letters, emails, invoice run."""
+    app = _celery_app()
 
     def snapshot_now() -> Snapshot:
         return build_snapshot(app, runtime.session_factory())
@@ -60,6 +64,7 @@ def exporter(
     address: str = typer.Option("0.0.0.0", help="Listen on this address."),
 ) -> None:
     """Serve Prometheus metrics (queues, workers, task outcomes, emails, dead letters)."""
+    app = _celery_app()
     console.print(f"serving Prometheus metrics on http://{address}:{port}/metrics")
     with contextlib.suppress(KeyboardInterrupt):
         serve(app, runtime.session_factory(), port, address)
@@ -72,6 +77,7 @@ def ping(
     ),
 ) -> None:
     """Exit 0 when the broker and the database answer and a worker answers a ping, else 1."""
+    app = _celery_app()
     checks = run_checks(app, runtime.session_factory(), local=local)
     for check in checks:
         mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"

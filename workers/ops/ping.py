@@ -48,14 +48,18 @@ def check_workers(
         names = celery_workers.ping(app, timeout)
     except Exception as exc:
         return Check("workers", False, f"{type(exc).__name__}: {exc}")
+    host = socket.gethostname()
     if local:
-        # Celery names a worker "<name>@<hostname>", the host's name by default.
-        host = socket.gethostname()
-        names = [name for name in names if name.rpartition("@")[2] == host]
-    where = f" on {socket.gethostname()}" if local else ""
+        names = on_host(names, host)
+    where = f" on {host}" if local else ""
     if not names:
         return Check("workers", False, f"no worker{where} answered within {timeout:g}s")
     return Check("workers", True, ", ".join(names))
+
+
+def on_host(names: list[str], host: str) -> list[str]:
+    """The workers of one host: Celery names a worker "<name>@<hostname>" by default."""
+    return [name for name in names if name.rpartition("@")[2] == host]
 
 
 def run_checks(app: Celery, session_factory: SessionFactory, *, local: bool = False) -> list[Check]:
