@@ -51,7 +51,9 @@ def status(
     if not watch:
         console.print(render(snapshot_now()))
         return
-    live = Live(render(snapshot_now()), console=console, auto_refresh=False)
+    # The whole screen, like top: the tables are taller than a terminal, and Live can only
+    # redraw in place what fits on it.
+    live = Live(render(snapshot_now()), console=console, auto_refresh=False, screen=True)
     with live, contextlib.suppress(KeyboardInterrupt):
         while True:
             time.sleep(interval)

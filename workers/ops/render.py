@@ -78,11 +78,11 @@ def _tasks(s: Snapshot) -> RenderableType:
 
 
 def _troubles(s: Snapshot) -> RenderableType:
+    if s.dead_letters is None or s.rejected_events is None:
+        return Text("Dead letters and rejected events: n/a", "red")
     table = Table(title="Dead letters and rejected events", title_justify="left")
     for column in ("kind", "count", "last", "reason"):
         table.add_column(column, overflow="fold")
-    if s.dead_letters is None or s.rejected_events is None:
-        return Text("Dead letters and rejected events: n/a", "red")
     d, r = s.dead_letters, s.rejected_events
     table.add_row("dead letters", str(d.total), "", f"{d.not_replayed} not replayed")
     _reason_rows(table, d.by_reason)
