@@ -22,6 +22,7 @@ pytestmark = pytest.mark.worker
 
 QUEUES = ["celery", "emails", "events"]
 
+worker = worker_fixture()
 stopped_worker = worker_fixture(name="stopped_worker", start=False)
 
 
@@ -176,9 +177,6 @@ def test_a_countdown_task_is_shown_as_unacked_and_scheduled(worker: WorkerProces
     snapshot = status_json(worker)
     assert snapshot.workers is not None
     assert [w.scheduled for w in snapshot.workers] == [1]
-
-
-worker = worker_fixture()
 
 
 def test_ping_answers_zero_with_a_worker_and_one_without(stopped_worker: WorkerProcess) -> None:
