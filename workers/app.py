@@ -12,6 +12,7 @@ from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from workers import redis_transport
+from workers.ops import hooks as _ops_hooks  # noqa: F401  (connects the ops signal handlers)
 from workers.settings import Settings, get_settings
 
 # Before any connection is made: redis:// gets the transport that survives foreign entries.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +74,12 @@ class Settings(BaseSettings):
         default=300.0,
         description="An email claimed for sending longer than this is taken as abandoned "
         "(its worker died) and requeued by the relay.",
+    )
+
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Worker log lines: Celery's text, or one JSON object per line carrying "
+        "task_name, task_id and event_id.",
     )
 
     @model_validator(mode="after")
