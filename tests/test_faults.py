@@ -311,15 +311,20 @@ def test_bad_input_of_every_kind_never_crashes_the_worker(rig: Rig) -> None:
     published = sum(bad.values()) + len(good)
     assert published >= 2000, published
 
-    def everything_recorded() -> bool:
+    def counts() -> tuple[int, int]:
         with rig.sessions() as session:
             applied = session.scalar(select(func.count()).select_from(ProcessedEvent)) or 0
             refused = session.scalar(select(func.count()).select_from(RejectedEvent)) or 0
+        return applied, refused
+
+    def everything_recorded() -> bool:
+        applied, refused = counts()
         return applied >= len(good) and refused >= sum(bad.values())
 
     wait_until(
         everything_recorded,
-        "every good event applied and every bad one recorded",
+        lambda: f"{len(good)} good applied and {sum(bad.values())} bad recorded "
+        f"(applied, recorded: {counts()}; published kinds {dict(bad)})",
         timeout=300,
         interval=0.5,
     )
