@@ -323,8 +323,10 @@ def test_bad_input_of_every_kind_never_crashes_the_worker(rig: Rig) -> None:
 
     wait_until(
         everything_recorded,
-        lambda: f"{len(good)} good applied and {sum(bad.values())} bad recorded "
-        f"(applied, recorded: {counts()}; published kinds {dict(bad)})",
+        lambda: (
+            f"{len(good)} good applied and {sum(bad.values())} bad recorded "
+            f"(applied, recorded: {counts()}; published kinds {dict(bad)})"
+        ),
         timeout=300,
         interval=0.5,
     )
