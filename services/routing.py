@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from models.clients import Client
+from models.clients import Client, Contact
 
 
 @dataclass(frozen=True)
@@ -20,17 +20,42 @@ def holder_of(client: Client) -> Recipient:
     return Recipient(name=client.full_name, email=client.email, role="holder")
 
 
+def _as_recipient(contact: Contact) -> Recipient:
+    return Recipient(
+        name=contact.full_name, email=contact.email, role="contact", contact_id=contact.id
+    )
+
+
 def route_recipients(client: Client, category: str) -> list[Recipient]:
     """Holder first, then ticked contacts in the order they were added; each address once.
 
     Addresses are compared case-insensitively: two spellings of one mailbox get one email.
     """
     candidates = [holder_of(client)]
-    candidates += [
-        Recipient(name=c.full_name, email=c.email, role="contact", contact_id=c.id)
-        for c in client.contacts
-        if c.receives(category)
-    ]
+    candidates += [_as_recipient(c) for c in client.contacts if c.receives(category)]
+    return _each_address_once(candidates)
+
+
+def billing_contact_of(client: Client) -> Contact | None:
+    """The default billing contact, found among the loaded contacts (no query of its own)."""
+    if client.billing_contact_id is None:
+        return None
+    return next((c for c in client.contacts if c.id == client.billing_contact_id), None)
+
+
+def route_invoice_recipients(client: Client) -> list[Recipient]:
+    """The billing contact, every contact ticked for invoice, and the holder unless the
+    holder turned invoice mail off; each address once. May be empty: the caller records that.
+    """
+    billing = billing_contact_of(client)
+    candidates = [] if billing is None else [_as_recipient(billing)]
+    candidates += [_as_recipient(c) for c in client.contacts if c.receives("invoice")]
+    if client.invoice_emails:
+        candidates.append(holder_of(client))
+    return _each_address_once(candidates)
+
+
+def _each_address_once(candidates: list[Recipient]) -> list[Recipient]:
     seen: set[str] = set()
     recipients = []
     for recipient in candidates:
