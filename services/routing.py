@@ -44,14 +44,15 @@ def billing_contact_of(client: Client) -> Contact | None:
 
 
 def route_invoice_recipients(client: Client) -> list[Recipient]:
-    """The billing contact, every contact ticked for invoice, and the holder unless the
-    holder turned invoice mail off; each address once. May be empty: the caller records that.
+    """The holder unless the holder turned invoice mail off, the billing contact, and every
+    contact ticked for invoice; each address once (a contact sharing the holder's mailbox is
+    greeted as the holder). May be empty: the caller records that.
     """
+    candidates = [holder_of(client)] if client.invoice_emails else []
     billing = billing_contact_of(client)
-    candidates = [] if billing is None else [_as_recipient(billing)]
+    if billing is not None:
+        candidates.append(_as_recipient(billing))
     candidates += [_as_recipient(c) for c in client.contacts if c.receives("invoice")]
-    if client.invoice_emails:
-        candidates.append(holder_of(client))
     return _each_address_once(candidates)
 
 
