@@ -345,12 +345,14 @@ def worker_fixture(
     start: bool = True,
     pool: Literal["prefork", "solo"] = "prefork",
     concurrency: int = 2,
+    extra_settings: dict[str, str] | None = None,
 ) -> Any:
     """Make a function-scoped fixture giving a WorkerProcess on a fresh PostgreSQL database.
 
     Use it at module level: `worker = worker_fixture()`. With start=False the worker is not
     running yet (Redis is already flushed), so the test can publish first and call start().
     The SMTP sink is the `smtp` fixture; request it in the test to look at what arrived.
+    extra_settings become CLIENTFLOW_* variables of the worker (e.g. invoice_batch_size).
     """
 
     @pytest.fixture(name=name)
@@ -367,6 +369,7 @@ def worker_fixture(
             workdir=tmp_path / "worker",
             pool=pool,
             concurrency=concurrency,
+            extra_settings=extra_settings,
         )
         try:
             if start:
