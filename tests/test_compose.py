@@ -18,18 +18,20 @@ def _compose(repo_root: Path) -> dict[str, Any]:
 
 def test_runs_every_part_of_the_service(repo_root: Path) -> None:
     services = _compose(repo_root)["services"]
-    assert {"redis", "postgres", "migrate", "worker", "mailpit"} <= set(services)
+    assert {"redis", "postgres", "migrate", "worker", "beat", "mailpit"} <= set(services)
     assert services["migrate"]["command"] == ["clientflow", "db", "upgrade"]
     assert services["worker"]["command"][:4] == ["celery", "-A", "workers.app", "worker"]
-    assert services["worker"]["depends_on"]["migrate"] == {
-        "condition": "service_completed_successfully"
-    }
+    assert services["beat"]["command"][:4] == ["celery", "-A", "workers.app", "beat"]
+    for name in ("worker", "beat"):
+        assert services[name]["depends_on"]["migrate"] == {
+            "condition": "service_completed_successfully"
+        }
 
 
 def test_environment_names_real_settings(repo_root: Path) -> None:
     services = _compose(repo_root)["services"]
     known = {f"CLIENTFLOW_{name.upper()}" for name in Settings.model_fields}
-    for name in ("migrate", "worker"):
+    for name in ("migrate", "worker", "beat"):
         environment = services[name]["environment"]
         assert set(environment) <= known, set(environment) - known
         settings = Settings(

@@ -84,7 +84,7 @@ def test_each_notice_on_its_day_once_whatever_the_number_of_runs(
     apply("invoices.upsert", payloads.invoice("I1", date="2026-03-01", due_date="2026-03-15"))
     timeline = []
     day = date(2026, 2, 28)
-    while day <= date(2026, 4, 30):
+    while day <= date(2026, 3, 31):
         before = sent(db)
         for _ in range(2):  # every run twice: the second finds nothing owed
             run(session_factory, publisher, day.isoformat())
@@ -102,7 +102,7 @@ def test_each_notice_on_its_day_once_whatever_the_number_of_runs(
     ]
     assert set(notices(db, "I1").values()) == {"sent"}
     runs = db.scalars(select(ScheduledRun).where(ScheduledRun.name == "invoices.run")).all()
-    assert len(runs) == 2 * 62
+    assert len(runs) == 2 * 32
     assert {r.status for r in runs} == {"succeeded"}
     assert all(r.finished_at is not None for r in runs)
 

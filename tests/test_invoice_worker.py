@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections import Counter
+from datetime import timedelta
 from email.utils import getaddresses
 from typing import Any
 
@@ -17,6 +20,7 @@ from models.billing import InvoiceNotice
 from models.emails import EmailMessage, EmailStatus
 from models.ops import ScheduledRun
 from services.dispatch import Outcome, process_event
+from services.outbox import relay
 
 pytestmark = pytest.mark.worker
 
@@ -125,3 +129,59 @@ def test_two_runs_at_once_send_every_notice_exactly_once(
     ]
     assert len(smtp.messages) == invoices * 6
     assert len(reminders) == invoices * 3
+
+
+crash_worker = worker_fixture(
+    name="crash_worker", concurrency=1, extra_settings={"invoice_batch_size": "5"}
+)
+
+
+def test_a_run_killed_half_way_is_run_again_and_sends_each_notice_once(
+    crash_worker: WorkerProcess, smtp: SmtpSink
+) -> None:
+    worker = crash_worker
+    invoices = 600
+    for c in range(20):
+        load(worker, "clients.add", payloads.client(f"C{c}", send_welcome=False))
+    for i in range(invoices):
+        load(worker, "invoices.upsert", payloads.invoice(f"I{i:04d}", f"C{i % 20}"))
+    (pool_process,) = worker.pool_pids()
+
+    worker.publish("invoices.run", {"run_date": "2026-03-01"})
+
+    def some_notices(session: Session) -> int:
+        return len(session.scalars(select(InvoiceNotice.invoice_id)).all()) >= 50
+
+    worker.wait_for_db(some_notices, "the run's first batches")
+    # The pool process dies mid-run, as on an OOM kill; the task was not acknowledged, so
+    # the worker requeues it (task_reject_on_worker_lost) and a new pool process runs it again.
+    os.kill(pool_process, signal.SIGKILL)
+    runs = worker.wait_for_db(
+        lambda s: [r for r in s.scalars(select(ScheduledRun)) if r.status == "succeeded"],
+        "the invoice run run again",
+        timeout=120,
+    )
+    # What beat's outbox relay would do: publish a delivery whose batch committed just before
+    # the kill, had there been one.
+    relay(
+        worker.sessions,
+        worker.publish,
+        min_age=timedelta(0),
+        sending_lease=timedelta(hours=1),
+    )
+    worker.wait_no_email_owed(timeout=120)
+    worker.wait_idle(timeout=60)
+
+    with worker.sessions() as session:
+        crashed, finished = session.scalars(select(ScheduledRun).order_by(ScheduledRun.id)).all()
+    assert [r.id for r in runs] == [finished.id]
+    # The killed run never finished; what its committed batches did is in its counts.
+    assert (crashed.status, crashed.finished_at) == ("running", None)
+    done_before = crashed.counts["notices"]["invoice_created"]
+    assert 50 <= done_before < invoices
+    assert done_before + finished.counts["notices"]["invoice_created"] == invoices
+
+    events = Counter(m.message["X-Clientflow-Event-Id"] for m in smtp.messages)
+    assert len(events) == invoices
+    assert set(events.values()) == {1}
+    assert "WorkerLostError" in worker.log_text()
