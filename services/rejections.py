@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from models.records import RejectedEvent
 from services.db import SessionFactory
@@ -47,6 +49,7 @@ def record_rejection(
     reason: str,
     event_id: str | None = None,
     waiting_for: str | None = None,
+    before_commit: Callable[[Session, RejectedEvent], None] | None = None,
 ) -> RejectedEvent:
     full = payload_json(payload)
     if len(full) > MAX_PAYLOAD_CHARS:
@@ -60,5 +63,7 @@ def record_rejection(
     )
     with session_factory() as session:
         session.add(row)
+        if before_commit is not None:
+            before_commit(session, row)
         session.commit()
     return row
