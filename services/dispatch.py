@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,7 +24,6 @@ from services.mail.queue import EmailQueue
 from services.notifications import send_notification
 from services.outbox import DELIVER_TASK, Publish, publish_staged
 from services.rejections import describe_validation_error, record_rejection
-from services.waiting import release_if_arrived
 
 Handler = Callable[[HandlerContext, Any], None]
 
@@ -82,16 +80,7 @@ def process_event(
         return _apply(task_name, event, session_factory, publish, company_name)
     except Rejected as exc:
         waiting_for = exc.waiting_for if isinstance(exc, UnknownReference) else None
-        released: list[int] = []
-        record_rejection(
-            session_factory,
-            task_name,
-            payload,
-            exc.reason,
-            waiting_for=waiting_for,
-            before_commit=partial(release_if_arrived, staged=released),
-        )
-        publish_staged(session_factory, released, publish)
+        record_rejection(session_factory, task_name, payload, exc.reason, waiting_for=waiting_for)
         return Result(Outcome.REJECTED, reason=exc.reason)
 
 

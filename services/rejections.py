@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.orm import Session
 
 from models.records import RejectedEvent
 from services.db import SessionFactory
@@ -49,7 +47,6 @@ def record_rejection(
     reason: str,
     event_id: str | None = None,
     waiting_for: str | None = None,
-    before_commit: Callable[[Session, RejectedEvent], None] | None = None,
 ) -> RejectedEvent:
     full = payload_json(payload)
     if len(full) > MAX_PAYLOAD_CHARS:
@@ -63,7 +60,5 @@ def record_rejection(
     )
     with session_factory() as session:
         session.add(row)
-        if before_commit is not None:
-            before_commit(session, row)
         session.commit()
     return row
