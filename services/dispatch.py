@@ -24,6 +24,7 @@ from services.mail.queue import EmailQueue
 from services.notifications import send_notification
 from services.outbox import DELIVER_TASK, Publish, publish_staged
 from services.rejections import describe_validation_error, record_rejection
+from services.waiting import park
 
 Handler = Callable[[HandlerContext, Any], None]
 
@@ -80,7 +81,11 @@ def process_event(
         return _apply(task_name, event, session_factory, publish, company_name)
     except Rejected as exc:
         waiting_for = exc.waiting_for if isinstance(exc, UnknownReference) else None
-        record_rejection(session_factory, task_name, payload, exc.reason, waiting_for=waiting_for)
+        if (
+            waiting_for is None
+            or park(session_factory, task_name, payload, exc.reason, waiting_for) is None
+        ):
+            record_rejection(session_factory, task_name, payload, exc.reason)
         return Result(Outcome.REJECTED, reason=exc.reason)
 
 

@@ -46,17 +46,13 @@ def record_rejection(
     payload: Any,
     reason: str,
     event_id: str | None = None,
-    waiting_for: str | None = None,
 ) -> RejectedEvent:
     full = payload_json(payload)
-    if len(full) > MAX_PAYLOAD_CHARS:
-        waiting_for = None  # a cut payload cannot be released and applied later
     row = RejectedEvent(
         event_id=printable(event_id, 120) if event_id else event_id_of(payload),
         task_name=printable(task_name, 60),
         payload=printable(full, MAX_PAYLOAD_CHARS),
         reason=printable(reason, MAX_REASON_CHARS),
-        waiting_for=waiting_for,
     )
     with session_factory() as session:
         session.add(row)

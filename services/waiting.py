@@ -1,18 +1,82 @@
-"""Events that named a client or contact before it was added, released once it is."""
+"""Events that named a client, contact or invoice before it was added, held and released once
+it is.
+
+Parking and releasing race each other: a contacts.add can look for its client while the
+clients.add is committing. Both sides take a lock on the key ("client:C1") and the parking
+side checks again under it, so an event is either released by the add or sees the client and
+is retried, never left waiting for something that already exists.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from models.base import utcnow
+from models.billing import Invoice
+from models.clients import Client, Contact
 from models.records import RejectedEvent
 from services.context import HandlerContext
+from services.db import SessionFactory
+from services.errors import Transient
+from services.rejections import MAX_PAYLOAD_CHARS, event_id_of, payload_json, printable
+
+
+def lock_key(session: Session, waiting_for: str) -> None:
+    """Held to the end of the transaction. SQLite needs none: it has one writer at a time."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtext(waiting_for))))
+
+
+_AWAITED: dict[str, type[Client] | type[Contact] | type[Invoice]] = {
+    "client": Client,
+    "contact": Contact,
+    "invoice": Invoice,  # a payment can overtake its invoice
+}
+
+
+def _exists(session: Session, waiting_for: str) -> bool:
+    kind, _, key = waiting_for.partition(":")
+    return session.get(_AWAITED[kind], key) is not None
+
+
+def park(
+    session_factory: SessionFactory,
+    task_name: str,
+    payload: dict[str, Any],
+    reason: str,
+    waiting_for: str,
+) -> RejectedEvent | None:
+    """Record the event as waiting; None when the payload is too big to be replayed later."""
+    text = payload_json(payload)
+    if len(text) > MAX_PAYLOAD_CHARS:
+        return None
+    with session_factory() as session:
+        lock_key(session, waiting_for)
+        row = RejectedEvent(
+            event_id=event_id_of(payload),
+            task_name=printable(task_name, 60),
+            payload=text,
+            reason=printable(reason, 4000),
+            waiting_for=waiting_for,
+        )
+        session.add(row)
+        # Written first, then checked: on SQLite the write waits for a committing add, so
+        # the check below sees it.
+        session.flush()
+        if _exists(session, waiting_for):
+            session.rollback()
+            raise Transient(f"{waiting_for} was added meanwhile; applying the event again")
+        session.commit()
+    return row
 
 
 def release_waiting(ctx: HandlerContext, waiting_for: str) -> int:
     """Re-publish (after this commit) every event waiting for `waiting_for`, once each."""
+    lock_key(ctx.session, waiting_for)
     rows = ctx.session.scalars(
         select(RejectedEvent)
         .where(RejectedEvent.waiting_for == waiting_for, RejectedEvent.released_at.is_(None))

@@ -88,10 +88,16 @@ def _tail(log: Path, lines: int = 20) -> str:
 
 
 class RedisServer:
-    """A throwaway redis-server on 127.0.0.1 that keeps its port across restarts."""
+    """A throwaway redis-server on 127.0.0.1 that keeps its port across restarts.
 
-    def __init__(self, port: int | None = None) -> None:
+    persistent=True keeps an append-only file (fsync always) in a folder that survives
+    stop()/start(), as a production broker would: queued messages outlive a restart.
+    close() ends it and removes the folder.
+    """
+
+    def __init__(self, port: int | None = None, persistent: bool = False) -> None:
         self.port = port if port is not None else free_port()
+        self.persistent = persistent
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir: Path | None = None
 
@@ -107,14 +113,20 @@ class RedisServer:
             raise ServerUnavailable(
                 "redis-server is not installed: install Redis (apt-get install redis-server)"
             )
-        self._dir = Path(tempfile.mkdtemp(prefix="clientflow-redis-"))
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="clientflow-redis-"))
         log = self._dir / "redis.log"
+        durability = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.persistent
+            else ["--appendonly", "no"]
+        )
         command = [
             binary,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            *durability,
             "--dir", str(self._dir),
         ]  # fmt: skip
         with log.open("wb") as out:
@@ -147,6 +159,14 @@ class RedisServer:
                 self._proc.kill()
                 self._proc.wait()
             self._proc = None
+        if not self.persistent:
+            self._remove_dir()
+
+    def close(self) -> None:
+        self.stop()
+        self._remove_dir()
+
+    def _remove_dir(self) -> None:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -161,7 +181,7 @@ class RedisServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self.close()
 
 
 def postgres_bindir() -> Path | None:

@@ -44,13 +44,15 @@ class SmtpSink:
     """Accepts all mail on 127.0.0.1 and keeps it for assertions.
 
     fail_rcpt maps a lowercase recipient to the reply its RCPT gets; while
-    temp_fail_data is above zero, each DATA is refused with a 451 and counts it down.
+    temp_fail_data is above zero, each DATA is refused with a 451 and counts it down; while
+    unavailable_reply is set (e.g. "421 4.3.2 Service not available"), every MAIL gets it.
     """
 
     def __init__(self) -> None:
         self.port = _free_port()
         self.fail_rcpt: dict[str, str] = {}
         self.temp_fail_data = 0
+        self.unavailable_reply: str | None = None
         self._messages: list[Received] = []
         self._connections = 0
         self._changed = threading.Condition()
@@ -96,6 +98,7 @@ class SmtpSink:
             self._connections = 0
             self.fail_rcpt.clear()
             self.temp_fail_data = 0
+            self.unavailable_reply = None
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[Received]:
         """Block until at least count messages arrived and return all of them."""
@@ -111,6 +114,20 @@ class SmtpSink:
     def _connection_opened(self) -> None:
         with self._changed:
             self._connections += 1
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if self.unavailable_reply is not None:
+            return self.unavailable_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self,

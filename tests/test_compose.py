@@ -6,8 +6,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from typer.testing import CliRunner
 
+from workers.cli import app as cli
 from workers.settings import Settings
 
 
@@ -18,20 +21,28 @@ def _compose(repo_root: Path) -> dict[str, Any]:
 
 def test_runs_every_part_of_the_service(repo_root: Path) -> None:
     services = _compose(repo_root)["services"]
-    assert {"redis", "postgres", "migrate", "worker", "beat", "mailpit"} <= set(services)
+    assert {
+        "redis",
+        "postgres",
+        "migrate",
+        "worker",
+        "beat",
+        "mailpit",
+        "flower",
+        "exporter",
+    } <= set(services)
+    assert services["beat"]["command"][:4] == ["celery", "-A", "workers.app", "beat"]
     assert services["migrate"]["command"] == ["clientflow", "db", "upgrade"]
     assert services["worker"]["command"][:4] == ["celery", "-A", "workers.app", "worker"]
-    assert services["beat"]["command"][:4] == ["celery", "-A", "workers.app", "beat"]
-    for name in ("worker", "beat"):
-        assert services[name]["depends_on"]["migrate"] == {
-            "condition": "service_completed_successfully"
-        }
+    assert services["worker"]["depends_on"]["migrate"] == {
+        "condition": "service_completed_successfully"
+    }
 
 
 def test_environment_names_real_settings(repo_root: Path) -> None:
     services = _compose(repo_root)["services"]
     known = {f"CLIENTFLOW_{name.upper()}" for name in Settings.model_fields}
-    for name in ("migrate", "worker", "beat"):
+    for name in ("migrate", "worker", "beat", "flower", "exporter"):
         environment = services[name]["environment"]
         assert set(environment) <= known, set(environment) - known
         settings = Settings(
@@ -49,3 +60,33 @@ def test_dockerfile_copies_every_package(repo_root: Path) -> None:
     assert packages
     for package in packages:
         assert f"COPY {package} {package}" in dockerfile
+
+
+def test_worker_healthcheck_and_exporter_are_real_clientflow_commands(repo_root: Path) -> None:
+    services = _compose(repo_root)["services"]
+    healthcheck = services["worker"]["healthcheck"]["test"]
+    assert healthcheck == ["CMD", "clientflow", "ops", "ping", "--local"]
+    exporter = services["exporter"]["command"]
+    assert exporter[:3] == ["clientflow", "ops", "exporter"]
+    assert services["exporter"]["depends_on"]["migrate"] == {
+        "condition": "service_completed_successfully"
+    }
+    for command in (healthcheck[1:], exporter):
+        # --help still parses every option before it, so an unknown one fails here.
+        result = CliRunner().invoke(cli, [*command[1:], "--help"])
+        assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("service", ["worker", "flower"])
+def test_celery_services_use_our_app(repo_root: Path, service: str) -> None:
+    command = _compose(repo_root)["services"][service]["command"]
+    assert command[:3] == ["celery", "-A", "workers.app"]
+
+
+def test_the_image_installs_flower(repo_root: Path) -> None:
+    pyproject = tomllib.loads((repo_root / "pyproject.toml").read_text())
+    assert any(
+        dependency.startswith("flower")
+        for dependency in pyproject["project"]["optional-dependencies"]["flower"]
+    )
+    assert "-c constraints.txt '.[flower]'" in (repo_root / "Dockerfile").read_text()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import payloads
 import psycopg
@@ -14,7 +12,7 @@ import pytest
 from conftest import Apply, Publisher
 from smtp_sink import SmtpSink
 from sqlalchemy import func, select
-from worker_process import WorkerProcess, wait_until
+from worker_process import WorkerProcess, wait_until, worker_fixture
 
 from models import DeadLetter, ProcessedEvent
 from services.db import SessionFactory
@@ -72,26 +70,12 @@ def test_purge_all_or_only_replayed(session_factory: SessionFactory, publisher: 
 LOCK_TIMEOUT = "?options=-c%20lock_timeout%3D300"
 
 
-@pytest.fixture
-def impatient_worker(
-    redis_url: str,
-    new_postgres_database: Callable[[], str],
-    smtp: SmtpSink,
-    tmp_path: Path,
-) -> Iterator[WorkerProcess]:
-    """A worker that gives up after 2 retries and waits at most 0.3 s for a table lock."""
-    process = WorkerProcess(
-        broker_url=redis_url,
-        database_url=new_postgres_database() + LOCK_TIMEOUT,
-        smtp_url=smtp.url,
-        workdir=tmp_path / "worker",
-        extra_settings={"event_max_retries": "2"},
-    )
-    try:
-        process.start()
-        yield process
-    finally:
-        process.close()
+# A worker that gives up after 2 retries and waits at most 0.3 s for a table lock.
+impatient_worker = worker_fixture(
+    name="impatient_worker",
+    database_url_suffix=LOCK_TIMEOUT,
+    extra_settings={"event_max_retries": "2"},
+)
 
 
 def _cli(worker: WorkerProcess, *args: str) -> str:

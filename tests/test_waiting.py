@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import payloads
+import pytest
 from conftest import Apply, Publisher
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import RejectedEvent
+from services.db import SessionFactory
 from services.dispatch import Outcome
+from services.errors import Transient
+from services.waiting import park
 
 
 def _replay_published(apply: Apply, publisher: Publisher) -> list[Outcome]:
@@ -73,3 +77,19 @@ def test_another_clients_contact_is_refused_without_waiting(
 def test_bad_input_never_waits(apply: Apply, db: Session) -> None:
     apply("contacts.add", payloads.contact("K1", "C1", email="nope"))
     assert db.scalars(select(RejectedEvent)).one().waiting_for is None
+
+
+def test_parking_for_a_client_that_now_exists_asks_for_a_retry(
+    apply: Apply, db: Session, session_factory: SessionFactory
+) -> None:
+    """The race: the contact looked for its client just before the client's add committed.
+
+    Parking checks again under the key's lock; finding the client, it refuses to park and
+    the event is retried (and then applied) instead of waiting forever.
+    """
+    apply("clients.add", payloads.client("C1", send_welcome=False))
+    contact = payloads.contact("K1", "C1")
+    with pytest.raises(Transient, match="client:C1 was added meanwhile"):
+        park(session_factory, "contacts.add", contact, "unknown client 'C1'", "client:C1")
+    assert db.scalars(select(RejectedEvent)).all() == []
+    assert apply("contacts.add", contact).outcome is Outcome.APPLIED

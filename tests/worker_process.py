@@ -120,6 +120,8 @@ class WorkerProcess:
         pool: Literal["prefork", "solo"] = "prefork",
         concurrency: int = 2,
         extra_settings: dict[str, str] | None = None,
+        flush: bool = True,
+        beat: bool = False,
     ) -> None:
         self.broker_url = broker_url
         self.database_url = database_url
@@ -133,8 +135,10 @@ class WorkerProcess:
         )
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopped = False
+        self.beat = beat
         self.redis = redis.Redis.from_url(broker_url)
-        self.redis.flushdb()
+        if flush:
+            self.redis.flushdb()
         self.app: Celery = create_app(Settings(broker_url=broker_url))
         self._engine = make_engine(database_url)
         self.sessions: SessionFactory = make_session_factory(self._engine)
@@ -152,6 +156,8 @@ class WorkerProcess:
             sys.executable, "-m", "celery", "-A", "workers.app", "worker",
             *pool, "-n", self.hostname, "--loglevel", "INFO",
             "--without-mingle", "--without-gossip",
+            # Embedded beat runs the outbox relay; its schedule file stays in the workdir.
+            *(["-B", "--schedule", str(self.workdir / "beat-schedule")] if self.beat else []),
         ]  # fmt: skip
 
     def start(self, timeout: float = READY_TIMEOUT) -> None:
@@ -211,6 +217,16 @@ class WorkerProcess:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=timeout)
         # Pool children normally end with their parent; this ends any that did not.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def kill(self) -> None:
+        """kill -9 the worker and its pool children at once: no shutdown of any kind."""
+        proc = self._proc
+        if proc is None or self._stopped:
+            return
+        self._stopped = True
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -345,6 +361,7 @@ def worker_fixture(
     start: bool = True,
     pool: Literal["prefork", "solo"] = "prefork",
     concurrency: int = 2,
+    database_url_suffix: str = "",
     extra_settings: dict[str, str] | None = None,
 ) -> Any:
     """Make a function-scoped fixture giving a WorkerProcess on a fresh PostgreSQL database.
@@ -352,7 +369,6 @@ def worker_fixture(
     Use it at module level: `worker = worker_fixture()`. With start=False the worker is not
     running yet (Redis is already flushed), so the test can publish first and call start().
     The SMTP sink is the `smtp` fixture; request it in the test to look at what arrived.
-    extra_settings become CLIENTFLOW_* variables of the worker (e.g. invoice_batch_size).
     """
 
     @pytest.fixture(name=name)
@@ -364,7 +380,7 @@ def worker_fixture(
     ) -> Iterator[WorkerProcess]:
         process = WorkerProcess(
             broker_url=redis_url,
-            database_url=new_postgres_database(),
+            database_url=new_postgres_database() + database_url_suffix,
             smtp_url=smtp.url,
             workdir=tmp_path / "worker",
             pool=pool,

@@ -44,6 +44,21 @@ def _record(task_name: str, message: Any, reason: str) -> None:
         log.exception("could not record a malformed message")
 
 
+def record_foreign_entry(raw: str, error: str) -> None:
+    """A queue entry that is not a kombu message at all (see workers/redis_transport.py)."""
+    from workers import runtime
+
+    try:
+        record_rejection(
+            runtime.session_factory(),
+            "<not a message>",
+            {"entry": raw[:MAX_BODY_BYTES]},
+            f"queue entry is not a Celery message: {error}",
+        )
+    except Exception:
+        log.exception("could not record a foreign queue entry")
+
+
 class RecordingConsumer(Consumer):
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         _record(

@@ -31,6 +31,18 @@ _GRACE = {
 }
 
 
+_FRANKFURT = {
+    "event_id": "demo-008",
+    "client_id": "C1001",
+    "category": "general",
+    "template": "general_announcement",
+    "context": {
+        "title": "New data centre in Frankfurt",
+        "message": "You can now order services hosted in Frankfurt.",
+    },
+}
+
+
 def story() -> list[Event]:
     """Each (task name, keyword arguments) pair, in publishing order."""
     return [
@@ -109,19 +121,7 @@ def story() -> list[Event]:
                 },
             },
         ),
-        (
-            "notifications.send",
-            {
-                "event_id": "demo-008",
-                "client_id": "C1001",
-                "category": "general",
-                "template": "general_announcement",
-                "context": {
-                    "title": "New data centre in Frankfurt",
-                    "message": "You can now order services hosted in Frankfurt.",
-                },
-            },
-        ),
+        ("notifications.send", _FRANKFURT),
         (
             "clients.set_status",
             {
@@ -132,19 +132,7 @@ def story() -> list[Event]:
             },
         ),
         # Upstream retried a publish: the same event id again changes nothing, sends nothing.
-        (
-            "notifications.send",
-            {
-                "event_id": "demo-008",
-                "client_id": "C1001",
-                "category": "general",
-                "template": "general_announcement",
-                "context": {
-                    "title": "New data centre in Frankfurt",
-                    "message": "You can now order services hosted in Frankfurt.",
-                },
-            },
-        ),
+        ("notifications.send", _FRANKFURT),
         # Refused: the email is Ada's in other letter case.
         (
             "clients.add",

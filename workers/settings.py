@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -117,6 +117,12 @@ class Settings(BaseSettings):
         if len(value.split()) != 5:
             raise ValueError("must have five fields: minute hour day-of-month month day-of-week")
         return value
+
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Worker log lines: Celery's text, or one JSON object per line carrying "
+        "task_name, task_id and event_id.",
+    )
 
     @model_validator(mode="after")
     def _visibility_above_backoff(self) -> Settings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import pycountry
 from pydantic import (
@@ -140,6 +140,33 @@ class Event(Contract):
     event_id: EventId = Field(description="The publisher's idempotency key for this event.")
     actor: Actor = Field(default_factory=Actor, description="Who asked; default system.")
     client_id: Id = Field(description="The client the event is about.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_text(cls, data: Any) -> Any:
+        """JSON can carry a lone surrogate or a NUL that no database text column takes."""
+        problem = _unstorable(data)
+        if problem:
+            raise ValueError(problem)
+        return data
+
+
+def _unstorable(value: Any) -> str | None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "contains a NUL character"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains text that is not valid Unicode (a lone surrogate)"
+        return None
+    if isinstance(value, dict):
+        return next(
+            (p for k, v in value.items() for p in (_unstorable(k), _unstorable(v)) if p), None
+        )
+    if isinstance(value, list):
+        return next((p for v in value if (p := _unstorable(v))), None)
+    return None
 
 
 def refuse_nulls(model: BaseModel, fields: frozenset[str]) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import smtplib
+import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from models.base import utcnow
@@ -13,6 +15,8 @@ from models.emails import EmailMessage, EmailStatus
 from services.db import SessionFactory
 from services.mail.compose import compose
 from services.mail.transports import MailTransport
+
+RECORD_SENT_ATTEMPTS = 5
 
 
 @dataclass
@@ -125,10 +129,27 @@ def _claim(session: Session, message_id: str) -> EmailMessage | None:
 
 
 def _record_sent(session: Session, message: EmailMessage, report: DeliveryReport) -> None:
-    message.status = EmailStatus.SENT
-    message.sent_at = utcnow()
-    message.last_error = None
-    session.commit()
+    """Record the server's acceptance, trying hard: a lost record means a second delivery.
+
+    The update is idempotent, so a database blip (a dropped connection) is retried on a
+    fresh connection a few times before giving up.
+    """
+    for attempt in range(RECORD_SENT_ATTEMPTS):
+        try:
+            session.execute(
+                update(EmailMessage)
+                .where(EmailMessage.id == message.id)
+                .values(status=EmailStatus.SENT, sent_at=utcnow(), last_error=None)
+            )
+            session.commit()
+            break
+        except DBAPIError as exc:
+            session.rollback()
+            if attempt + 1 == RECORD_SENT_ATTEMPTS or not (
+                exc.connection_invalidated or isinstance(exc, OperationalError)
+            ):
+                raise
+            time.sleep(0.2 * (attempt + 1))
     report.sent.append(message.id)
 
 

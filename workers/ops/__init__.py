@@ -1,0 +1,1 @@
+"""Operations: what the people on call read (status, Prometheus metrics, health, JSON logs)."""

@@ -1,0 +1,139 @@
+"""The Snapshot as Rich tables, for people (scripts read `ops status --json` instead)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from workers.ops.snapshot import ReasonCount, Snapshot
+
+
+def render(snapshot: Snapshot) -> RenderableType:
+    parts: list[RenderableType] = [
+        Text(f"clientflow at {_when(snapshot.taken_at)} UTC, broker {snapshot.broker}", "bold")
+    ]
+    parts.extend(Text(f"problem: {p}", "bold red") for p in snapshot.problems)
+    parts += [_queues(snapshot), _workers(snapshot), _tasks(snapshot)]
+    parts += [_troubles(snapshot), _emails_and_runs(snapshot)]
+    return Group(*parts)
+
+
+def _queues(s: Snapshot) -> Table:
+    table = Table(title="Queues", title_justify="left")
+    for column in ("queue", "depth", "oldest waiting", "unacked", "scheduled (ETA)"):
+        table.add_column(column, justify="left" if column == "queue" else "right")
+    for q in s.queues:
+        if q.depth is None:
+            oldest = "n/a"
+        elif q.depth == 0:
+            oldest = "-"
+        elif q.oldest_age_seconds is None:
+            oldest = "unknown"
+        else:
+            oldest = _duration(q.oldest_age_seconds)
+        style = "yellow" if q.oldest_age_seconds and q.oldest_age_seconds > 60 else None
+        table.add_row(q.name, _n(q.depth), oldest, _n(q.unacked), _n(q.scheduled), style=style)
+    return table
+
+
+def _workers(s: Snapshot) -> RenderableType:
+    if s.workers is None:
+        return Text("Workers: n/a (broker unreachable)", "red")
+    if not s.workers:
+        return Text("Workers: none online", "bold red")
+    table = Table(title=f"Workers online: {len(s.workers)}", title_justify="left")
+    for column in ("worker", "queues", "active", "scheduled", "running now"):
+        table.add_column(column, overflow="fold")
+    for w in s.workers:
+        running = "\n".join(
+            f"{t.name} {t.id[:8]}"
+            + (f" event {t.event_id}" if t.event_id else "")
+            + (f" since {_when(t.started_at)}" if t.started_at else "")
+            for t in w.active
+        )
+        table.add_row(w.name, ", ".join(w.queues), str(len(w.active)), str(w.scheduled), running)
+    return table
+
+
+def _tasks(s: Snapshot) -> RenderableType:
+    if s.tasks_last_hour is None:
+        return Text("Tasks in the last hour: n/a", "red")
+    table = Table(title="Tasks in the last hour", title_justify="left")
+    for column in ("task", "succeeded", "failed", "retried", "mean runtime"):
+        table.add_column(column, justify="left" if column == "task" else "right")
+    for t in s.tasks_last_hour:
+        table.add_row(
+            t.task_name,
+            str(t.succeeded),
+            Text(str(t.failed), "bold red" if t.failed else ""),
+            str(t.retried),
+            _duration(t.runtime_avg_seconds) if t.runtime_avg_seconds is not None else "-",
+        )
+    if not s.tasks_last_hour:
+        table.add_row("(none)", "0", "0", "0", "-")
+    return table
+
+
+def _troubles(s: Snapshot) -> RenderableType:
+    if s.dead_letters is None or s.rejected_events is None:
+        return Text("Dead letters and rejected events: n/a", "red")
+    table = Table(title="Dead letters and rejected events", title_justify="left")
+    for column in ("kind", "count", "last", "reason"):
+        table.add_column(column, overflow="fold")
+    d, r = s.dead_letters, s.rejected_events
+    table.add_row("dead letters", str(d.total), "", f"{d.not_replayed} not replayed")
+    _reason_rows(table, d.by_reason)
+    table.add_row("rejected events", str(r.total), "", f"{r.waiting} waiting for a reference")
+    _reason_rows(table, r.by_reason)
+    return table
+
+
+def _reason_rows(table: Table, reasons: list[ReasonCount]) -> None:
+    for reason in reasons:
+        table.add_row("", str(reason.count), _when(reason.last_at), reason.reason)
+
+
+def _emails_and_runs(s: Snapshot) -> RenderableType:
+    lines: list[RenderableType] = []
+    if s.emails is None:
+        lines.append(Text("Emails: n/a", "red"))
+    else:
+        e = s.emails
+        lines.append(
+            Text(f"Emails: {e.queued} queued, {e.sending} sending, {e.sent} sent, ")
+            + Text(f"{e.failed} failed", "bold red" if e.failed else "")
+        )
+    run = s.last_invoice_run
+    if run is None:
+        lines.append(Text("Last invoice run: none recorded"))
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in run.counts.items()) or "no counts"
+        text = (
+            f"Last invoice run: {run.status}, started {_when(run.started_at)}, "
+            f"finished {_when(run.finished_at)}, {counts}"
+        )
+        if run.error:
+            text += f"; error: {run.error}"
+        lines.append(Text(text, "red" if run.status == "failed" else ""))
+    return Group(*lines)
+
+
+def _n(value: int | None) -> str:
+    return "n/a" if value is None else str(value)
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else f"{value:%Y-%m-%d %H:%M:%S}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
