@@ -1,6 +1,7 @@
 """Persistence (SQLAlchemy 2 tables) and the public event contracts (pydantic)."""
 
 from models.base import Base
+from models.billing import Invoice, InvoiceNotice, InvoiceStatus, Notice, Service, ServiceStatus
 from models.clients import Client, ClientStatus, Contact
 from models.dead_letters import DeadLetter
 from models.emails import EmailMessage, EmailStatus
@@ -17,9 +18,15 @@ __all__ = [
     "DeadLetter",
     "EmailMessage",
     "EmailStatus",
+    "Invoice",
+    "InvoiceNotice",
+    "InvoiceStatus",
+    "Notice",
     "OutboxMessage",
     "ProcessedEvent",
     "RejectedEvent",
     "ScheduledRun",
+    "Service",
+    "ServiceStatus",
     "TaskStat",
 ]

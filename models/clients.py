@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Text, func
+from sqlalchemy import Boolean, ForeignKey, Index, String, Text, func, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, UTCDateTime, utcnow
@@ -39,6 +39,9 @@ class Client(Base):
     # Kept consistent by services.contacts (same client, cleared on delete); no FK because
     # clients and contacts would then reference each other.
     billing_contact_id: Mapped[str | None] = mapped_column(String(64))
+    # The holder may turn invoice mail off (WHMCS later let holders untick categories); the
+    # billing contact and contacts ticked for `invoice` still get it.
+    invoice_emails: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -18,7 +19,8 @@ def record_change(session: Session, task_name: str, event: Event, changes: dict[
             action=task_name,
             actor_kind=event.actor.kind,
             actor_client_id=event.actor.client_id,
-            changes=changes,
+            # Amounts and dates (Decimal, date) are kept as their exact text.
+            changes=json.loads(json.dumps(changes, default=str)),
         )
     )
 

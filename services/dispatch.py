@@ -13,10 +13,13 @@ from sqlalchemy.exc import DataError, IntegrityError
 from models.contracts import EVENTS, Event
 from models.records import ProcessedEvent
 from services.clients import add_client, set_billing_contact, set_status, update_client
+from services.closing import close_client
 from services.contacts import add_contact, delete_contact, update_contact
 from services.context import HandlerContext
 from services.db import SessionFactory, UnitOfWork
 from services.errors import Rejected, Transient, UnknownReference
+from services.hosting import upsert_service
+from services.invoices import record_payment, upsert_invoice
 from services.mail.queue import EmailQueue
 from services.notifications import send_notification
 from services.outbox import DELIVER_TASK, Publish, publish_staged
@@ -30,10 +33,14 @@ HANDLERS: dict[str, Handler] = {
     "clients.update": update_client,
     "clients.set_status": set_status,
     "clients.set_billing_contact": set_billing_contact,
+    "clients.close": close_client,
     "contacts.add": add_contact,
     "contacts.update": update_contact,
     "contacts.delete": delete_contact,
     "notifications.send": send_notification,
+    "services.upsert": upsert_service,
+    "invoices.upsert": upsert_invoice,
+    "invoices.record_payment": record_payment,
 }
 
 

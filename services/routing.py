@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from models.clients import Client
+from models.clients import Client, Contact
 
 
 @dataclass(frozen=True)
@@ -20,17 +20,43 @@ def holder_of(client: Client) -> Recipient:
     return Recipient(name=client.full_name, email=client.email, role="holder")
 
 
+def _as_recipient(contact: Contact) -> Recipient:
+    return Recipient(
+        name=contact.full_name, email=contact.email, role="contact", contact_id=contact.id
+    )
+
+
 def route_recipients(client: Client, category: str) -> list[Recipient]:
     """Holder first, then ticked contacts in the order they were added; each address once.
 
     Addresses are compared case-insensitively: two spellings of one mailbox get one email.
     """
     candidates = [holder_of(client)]
-    candidates += [
-        Recipient(name=c.full_name, email=c.email, role="contact", contact_id=c.id)
-        for c in client.contacts
-        if c.receives(category)
-    ]
+    candidates += [_as_recipient(c) for c in client.contacts if c.receives(category)]
+    return _each_address_once(candidates)
+
+
+def billing_contact_of(client: Client) -> Contact | None:
+    """The default billing contact, found among the loaded contacts (no query of its own)."""
+    if client.billing_contact_id is None:
+        return None
+    return next((c for c in client.contacts if c.id == client.billing_contact_id), None)
+
+
+def route_invoice_recipients(client: Client) -> list[Recipient]:
+    """The holder unless the holder turned invoice mail off, the billing contact, and every
+    contact ticked for invoice; each address once (a contact sharing the holder's mailbox is
+    greeted as the holder). May be empty: the caller records that.
+    """
+    candidates = [holder_of(client)] if client.invoice_emails else []
+    billing = billing_contact_of(client)
+    if billing is not None:
+        candidates.append(_as_recipient(billing))
+    candidates += [_as_recipient(c) for c in client.contacts if c.receives("invoice")]
+    return _each_address_once(candidates)
+
+
+def _each_address_once(candidates: list[Recipient]) -> list[Recipient]:
     seen: set[str] = set()
     recipients = []
     for recipient in candidates:

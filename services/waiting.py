@@ -1,4 +1,5 @@
-"""Events that named a client or contact before it was added, held and released once it is.
+"""Events that named a client, contact or invoice before it was added, held and released once
+it is.
 
 Parking and releasing race each other: a contacts.add can look for its client while the
 clients.add is committing. Both sides take a lock on the key ("client:C1") and the parking
@@ -15,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.base import utcnow
+from models.billing import Invoice
 from models.clients import Client, Contact
 from models.records import RejectedEvent
 from services.context import HandlerContext
@@ -29,10 +31,16 @@ def lock_key(session: Session, waiting_for: str) -> None:
         session.execute(select(func.pg_advisory_xact_lock(func.hashtext(waiting_for))))
 
 
+_AWAITED: dict[str, type[Client] | type[Contact] | type[Invoice]] = {
+    "client": Client,
+    "contact": Contact,
+    "invoice": Invoice,  # a payment can overtake its invoice
+}
+
+
 def _exists(session: Session, waiting_for: str) -> bool:
     kind, _, key = waiting_for.partition(":")
-    model = Client if kind == "client" else Contact
-    return session.get(model, key) is not None
+    return session.get(_AWAITED[kind], key) is not None
 
 
 def park(

@@ -66,3 +66,64 @@ def event(client_id: str = "C1", **fields: Any) -> dict[str, Any]:
 
 def client_actor(client_id: str) -> dict[str, Any]:
     return {"kind": "client", "client_id": client_id}
+
+
+def service(
+    service_id: str, client_id: str = "C1", next_due_date: str = "2026-03-01", **overrides: Any
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "event_id": event_id(),
+        "client_id": client_id,
+        "service_id": service_id,
+        "product": "Shared Hosting Pro",
+        "status": "Active",
+        "amount": "12.50",
+        "currency": "USD",
+        "billing_cycle": "Monthly",
+        "next_due_date": next_due_date,
+    }
+    payload.update(overrides)
+    return payload
+
+
+def invoice(
+    invoice_id: str,
+    client_id: str = "C1",
+    date: str = "2026-03-01",
+    due_date: str = "2026-03-15",
+    **overrides: Any,
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "event_id": event_id(),
+        "client_id": client_id,
+        "invoice_id": invoice_id,
+        "number": f"INV-{invoice_id}",
+        "date": date,
+        "due_date": due_date,
+        "currency": "GBP",
+        "items": [
+            {"description": "Shared Hosting Pro (2026-03-15 - 2026-04-14)", "amount": "1000.00"},
+            {"description": "Domain renewal example.com", "amount": "12.99"},
+        ],
+        "subtotal": "1012.99",
+        "tax": "202.60",
+        "total": "1215.59",
+        "balance": "1215.59",
+        "status": "Unpaid",
+    }
+    payload.update(overrides)
+    return payload
+
+
+def payment(
+    invoice_id: str, amount: str, client_id: str = "C1", **overrides: Any
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "event_id": event_id(),
+        "client_id": client_id,
+        "invoice_id": invoice_id,
+        "amount": amount,
+        "date": "2026-03-10",
+    }
+    payload.update(overrides)
+    return payload

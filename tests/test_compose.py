@@ -22,7 +22,14 @@ def _compose(repo_root: Path) -> dict[str, Any]:
 def test_runs_every_part_of_the_service(repo_root: Path) -> None:
     services = _compose(repo_root)["services"]
     assert {
-        "redis", "postgres", "migrate", "worker", "beat", "mailpit", "flower", "exporter"
+        "redis",
+        "postgres",
+        "migrate",
+        "worker",
+        "beat",
+        "mailpit",
+        "flower",
+        "exporter",
     } <= set(services)
     assert services["beat"]["command"][:4] == ["celery", "-A", "workers.app", "beat"]
     assert services["migrate"]["command"] == ["clientflow", "db", "upgrade"]

@@ -23,7 +23,38 @@ BASE_CONTEXT: dict[str, Any] = {
     "recipient": {"name": "Ada Lovelace", "email": "ada@example.com"},
     "company_name": "Test Hosting",
 }
+INVOICE: dict[str, Any] = {
+    "id": "I1",
+    "number": "INV-1",
+    "date": "2026-03-01",
+    "due_date": "2026-03-15",
+    "status": "Unpaid",
+    "currency": "GBP",
+    "items": [{"description": "Hosting <Pro>", "amount": "£1,000.00 GBP"}],
+    "subtotal": "£1,000.00 GBP",
+    "tax": "£200.00 GBP",
+    "total": "£1,200.00 GBP",
+    "paid": "£0.00 GBP",
+    "balance": "£1,200.00 GBP",
+}
+INVOICED_TO: dict[str, Any] = {
+    "name": "Charles Babbage",
+    "companyname": "Difference Engines",
+    "address_lines": ["1 Dorset Street", "London W1U 4EG", "GB"],
+    "email": "accounts@example.com",
+    "phonenumber": None,
+}
+INVOICE_SAMPLE = {"invoice": INVOICE, "invoiced_to": INVOICED_TO}
 SAMPLES: dict[str, dict[str, Any]] = {
+    "invoice_created": INVOICE_SAMPLE,
+    "invoice_payment_reminder": INVOICE_SAMPLE,
+    "invoice_overdue_first": INVOICE_SAMPLE,
+    "invoice_overdue_second": INVOICE_SAMPLE,
+    "invoice_overdue_third": INVOICE_SAMPLE,
+    "invoice_payment_confirmation": {
+        **INVOICE_SAMPLE,
+        "payment": {"amount": "£1,200.00 GBP", "date": "2026-03-10", "transaction_id": "T1"},
+    },
     "client_signup": {},
     "general_announcement": {"title": "News", "message": "One.\n\nTwo."},
     "service_notice": {"service": "VPS", "headline": "rebooted", "message": "Done."},
@@ -55,6 +86,25 @@ def test_every_sample_variable_is_required(name: str) -> None:
         context = {**BASE_CONTEXT, **{k: v for k, v in SAMPLES[name].items() if k != missing}}
         with pytest.raises(TemplateError, match=f"'{missing}' is undefined"):
             render_email(name, context)
+
+
+INVOICE_TEMPLATES = sorted(name for name in SAMPLES if name.startswith("invoice_"))
+
+
+@pytest.mark.parametrize("name", INVOICE_TEMPLATES)
+def test_invoice_emails_carry_the_items_totals_and_invoiced_to_block(name: str) -> None:
+    rendered = render_email(name, {**BASE_CONTEXT, **SAMPLES[name]})
+    assert "INV-1" in rendered.subject
+    for part in (rendered.text, rendered.html):
+        for money in ("£1,000.00 GBP", "£200.00 GBP", "£1,200.00 GBP", "£0.00 GBP"):
+            assert money in part
+        for line in ("Charles Babbage", "Difference Engines", "1 Dorset Street", "London W1U 4EG"):
+            assert line in part
+        assert "accounts@example.com" in part
+    # The line items as an HTML table, escaped; the text part keeps them as written.
+    assert '<td style="padding: 4px;">Hosting &lt;Pro&gt;</td>' in rendered.html
+    assert "<th" in rendered.html
+    assert "Hosting <Pro>: £1,000.00 GBP" in rendered.text
 
 
 def test_html_is_escaped_text_is_not() -> None:

@@ -1,7 +1,7 @@
 """The Celery app: one configuration for publishers and workers, chosen from settings.
 
 Run a worker with `celery -A workers.app worker` (queues `events`, `emails`, `celery`) and one
-`celery -A workers.app beat` for the scheduled runs (the outbox relay).
+`celery -A workers.app beat` for the scheduled runs (the outbox relay, the invoice run).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
+from celery.schedules import crontab
 from kombu import Exchange, Queue
 
 from workers import redis_transport
@@ -24,6 +25,8 @@ TASK_MODULES = [
     "tasks.notifications",
     "tasks.emails",
     "tasks.outbox",
+    "tasks.hosting",
+    "tasks.invoices",
 ]
 
 
@@ -56,6 +59,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_consumer": "workers.consumer:RecordingConsumer",
         "beat_schedule": {
             "outbox-relay": {"task": "outbox.relay", "schedule": settings.outbox_relay_seconds},
+            # Two beats firing at once (or one firing twice) is harmless: see tasks/invoices.py.
+            "invoices-run": {"task": "invoices.run", "schedule": invoice_run_schedule(settings)},
         },
         # Two queues so a backlog of emails never delays client changes (and ops can see each).
         # Each has its own exchange and key: sharing one would copy every message into both.
@@ -97,6 +102,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "unacked_restore_throttle": 1,
         }
     return config
+
+
+def invoice_run_schedule(settings: Settings) -> crontab:
+    minute, hour, day_of_month, month_of_year, day_of_week = settings.invoice_run_cron.split()
+    return crontab(
+        minute=minute,
+        hour=hour,
+        day_of_month=day_of_month,
+        month_of_year=month_of_year,
+        day_of_week=day_of_week,
+    )
 
 
 def prepare_embedded_broker(settings: Settings) -> None:

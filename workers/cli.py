@@ -10,6 +10,7 @@ from models.contracts import EVENTS, json_schemas
 from workers import migrate
 from workers.cli_common import console
 from workers.cli_dlq import dlq_app, outbox_app
+from workers.cli_invoices import invoices_app
 from workers.cli_ops import ops_app
 from workers.cli_records import emails_app, rejected_app
 from workers.settings import get_settings
@@ -23,6 +24,7 @@ app.add_typer(rejected_app, name="rejected")
 app.add_typer(emails_app, name="emails")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(invoices_app, name="invoices")
 app.add_typer(ops_app, name="ops")
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -75,6 +75,48 @@ class Settings(BaseSettings):
         description="An email claimed for sending longer than this is taken as abandoned "
         "(its worker died) and requeued by the relay.",
     )
+
+    invoice_run_cron: str = Field(
+        default="0 6 * * *",
+        description="When beat starts the invoice run: a crontab line "
+        "(minute hour day-of-month month day-of-week), in UTC. Default daily at 06:00.",
+    )
+    invoice_lead_days: int = Field(
+        default=14, ge=0, le=365, description="Invoices are generated this many days before due."
+    )
+    invoice_reminder_days: int = Field(
+        default=7, ge=0, le=365, description="The Payment Reminder, days before the due date."
+    )
+    # NoDecode: the variable is "1,7,14", not JSON.
+    invoice_overdue_days: Annotated[tuple[int, int, int], NoDecode] = Field(
+        default=(1, 7, 14),
+        description="First, Second and Third Overdue notices, days after the due date "
+        "(e.g. CLIENTFLOW_INVOICE_OVERDUE_DAYS=1,7,14).",
+    )
+    invoice_batch_size: int = Field(
+        default=500, ge=1, le=2000, description="Services or invoices per batch transaction."
+    )
+
+    @field_validator("invoice_overdue_days", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.strip("[] ").split(","))
+        return value
+
+    @field_validator("invoice_overdue_days")
+    @classmethod
+    def _increasing(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
+        if not 0 < value[0] < value[1] < value[2]:
+            raise ValueError("must be three increasing numbers of days above 0, e.g. 1,7,14")
+        return value
+
+    @field_validator("invoice_run_cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("must have five fields: minute hour day-of-month month day-of-week")
+        return value
 
     log_format: Literal["text", "json"] = Field(
         default="text",

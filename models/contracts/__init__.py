@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.contracts.clients import AddClient, SetBillingContact, SetClientStatus, UpdateClient
+from models.contracts.billing import LineItem, RecordPayment, UpsertInvoice, UpsertService
+from models.contracts.clients import (
+    AddClient,
+    CloseClient,
+    SetBillingContact,
+    SetClientStatus,
+    UpdateClient,
+)
 from models.contracts.common import Actor, Category, Event
 from models.contracts.contacts import AddContact, DeleteContact, UpdateContact
 from models.contracts.notifications import SendNotification
@@ -14,10 +21,14 @@ EVENTS: dict[str, type[Event]] = {
     "clients.update": UpdateClient,
     "clients.set_status": SetClientStatus,
     "clients.set_billing_contact": SetBillingContact,
+    "clients.close": CloseClient,
     "contacts.add": AddContact,
     "contacts.update": UpdateContact,
     "contacts.delete": DeleteContact,
     "notifications.send": SendNotification,
+    "services.upsert": UpsertService,
+    "invoices.upsert": UpsertInvoice,
+    "invoices.record_payment": RecordPayment,
 }
 
 
@@ -32,12 +43,17 @@ __all__ = [
     "AddClient",
     "AddContact",
     "Category",
+    "CloseClient",
     "DeleteContact",
     "Event",
+    "LineItem",
+    "RecordPayment",
     "SendNotification",
     "SetBillingContact",
     "SetClientStatus",
     "UpdateClient",
     "UpdateContact",
+    "UpsertInvoice",
+    "UpsertService",
     "json_schemas",
 ]

@@ -1,4 +1,4 @@
-"""Client events: clients.add, clients.update, clients.set_status, clients.set_billing_contact."""
+"""Client events: add, update, set_status, set_billing_contact, and close (which cancels)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,9 @@ class AddClient(Event):
     notes: Notes | None = None
     status: ClientStatus = ClientStatus.ACTIVE
     send_welcome: bool = Field(default=True, description="Send the Client Signup email.")
+    invoice_emails: bool = Field(
+        default=True, description="The holder receives invoice mail (false: only contacts do)."
+    )
 
 
 class UpdateClient(Event):
@@ -74,10 +77,11 @@ class UpdateClient(Event):
     tax_id: TaxId | None = None
     language: Language | None = None
     notes: Notes | None = None
+    invoice_emails: bool | None = None
 
     @model_validator(mode="after")
     def _changes_something(self) -> UpdateClient:
-        refuse_nulls(self, REQUIRED_CLIENT_FIELDS)
+        refuse_nulls(self, REQUIRED_CLIENT_FIELDS | {"invoice_emails"})
         if not self.changed_fields():
             raise ValueError("names no field to change")
         return self
@@ -93,3 +97,7 @@ class SetClientStatus(Event):
 
 class SetBillingContact(Event):
     contact_id: Id | None = Field(description="A contact of this client, or null to clear.")
+
+
+class CloseClient(Event):
+    """WHMCS CloseClient: status Closed, and its unpaid invoices and its services cancelled."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -33,6 +34,13 @@ def _multi_line(value: str) -> str:
     if _CONTROL_EXCEPT_NEWLINES.search(value):
         raise ValueError("must not contain control characters other than newlines and tabs")
     return value
+
+
+def _currency(value: str) -> str:
+    code = value.upper()
+    if pycountry.currencies.get(alpha_3=code) is None:
+        raise ValueError(f"{value!r} is not an ISO 4217 currency code")
+    return code
 
 
 def _country(value: str) -> str:
@@ -83,8 +91,22 @@ TaxId = Annotated[
 Language = Annotated[
     str, StringConstraints(min_length=2, max_length=32, pattern=r"^[a-z][a-z_-]*$")
 ]
+# A product name or an invoice line: one line, longer than a name.
+Line = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_single_line),
+]
 Notes = Annotated[str, StringConstraints(max_length=5000), AfterValidator(_multi_line)]
 Email = Annotated[EmailStr, StringConstraints(max_length=254)]
+# Invoices the run generates are named "auto:<service id>:<yyyymmdd>" (see models/billing.py).
+InvoiceId = Annotated[
+    str, StringConstraints(min_length=1, max_length=96, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+]
+Currency = Annotated[str, StringConstraints(min_length=3, max_length=3), AfterValidator(_currency)]
+# Decimal strings ("12.50") or JSON numbers; a float whose binary value needs more than two
+# decimals (0.1 + 0.2) is refused rather than rounded, so no amount changes on the way in.
+Money = Annotated[Decimal, Field(max_digits=12, decimal_places=2, allow_inf_nan=False)]
 
 
 class Category(StrEnum):

@@ -1,0 +1,91 @@
+"""Invoice emails: the template of each notice, the "invoiced to" block, and queueing them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from models.billing import Invoice, Notice
+from models.clients import Client
+from services.mail.queue import EmailQueue
+from services.money import format_money
+from services.routing import Recipient, billing_contact_of
+
+TEMPLATES: dict[Notice, str] = {
+    Notice.INVOICE_CREATED: "invoice_created",
+    Notice.PAYMENT_REMINDER: "invoice_payment_reminder",
+    Notice.FIRST_OVERDUE: "invoice_overdue_first",
+    Notice.SECOND_OVERDUE: "invoice_overdue_second",
+    Notice.THIRD_OVERDUE: "invoice_overdue_third",
+    Notice.PAYMENT_CONFIRMATION: "invoice_payment_confirmation",
+}
+
+
+def notice_event_id(invoice_id: str, notice: Notice) -> str:
+    """The synthetic event id of a notice: with the recipient and template it makes the
+    message log's idempotency key, so one notice can owe each address one email only."""
+    return f"invoice:{invoice_id}:{notice.value}"
+
+
+def invoiced_to(client: Client) -> dict[str, Any]:
+    """The billing contact's name, company, address and email when one is set, else the
+    client's. Read at send time: a contact changed or deleted since the last notice shows."""
+    billing = billing_contact_of(client)
+    party = billing if billing is not None else client
+    locality = " ".join(p for p in (party.city, party.state, party.postcode) if p)
+    lines = [party.address1, party.address2, locality, party.country]
+    return {
+        "name": party.full_name,
+        "companyname": party.companyname,
+        "address_lines": [line for line in lines if line],
+        "email": party.email,
+        "phonenumber": party.phonenumber,
+    }
+
+
+def invoice_context(invoice: Invoice) -> dict[str, Any]:
+    def money(value: Decimal | str) -> str:
+        return format_money(Decimal(str(value)), invoice.currency)
+
+    return {
+        "id": invoice.id,
+        "number": invoice.number,
+        "date": invoice.date.isoformat(),
+        "due_date": invoice.due_date.isoformat(),
+        "status": invoice.status,
+        "currency": invoice.currency,
+        "items": [
+            {"description": item["description"], "amount": money(item["amount"])}
+            for item in invoice.items
+        ],
+        "subtotal": money(invoice.subtotal),
+        "tax": money(invoice.tax),
+        "total": money(invoice.total),
+        "paid": money(invoice.total - invoice.balance),
+        "balance": money(invoice.balance),
+    }
+
+
+def queue_notice_emails(
+    session: Session,
+    company_name: str,
+    invoice: Invoice,
+    notice: Notice,
+    recipients: list[Recipient],
+    extra: dict[str, Any] | None = None,
+) -> list[str]:
+    """Render and log one email per recipient (in the caller's transaction); their ids."""
+    emails = EmailQueue(session, notice_event_id(invoice.id, notice), company_name)
+    context = {"invoice": invoice_context(invoice), "invoiced_to": invoiced_to(invoice.client)}
+    context.update(extra or {})
+    for recipient in recipients:
+        emails.queue(
+            client=invoice.client,
+            recipient=recipient,
+            template=TEMPLATES[notice],
+            category="invoice",
+            context=context,
+        )
+    return emails.ids

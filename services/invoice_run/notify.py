@@ -1,0 +1,127 @@
+"""The notice pass: for each unpaid invoice, the one notice due now, at most once ever."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Select, and_, exists, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from models.billing import Invoice, InvoiceNotice, InvoiceStatus, Notice, NoticeOutcome
+from models.clients import Client
+from services.invoice_mail import queue_notice_emails
+from services.invoice_run.schedule import NoticeSchedule, decide
+from services.routing import Recipient, route_invoice_recipients
+from services.sql import insert_new_rows
+
+
+def select_invoices(on: date, schedule: NoticeSchedule, after: str, size: int) -> Select[Invoice]:
+    """Unpaid invoices owed a notice (anti-join on invoice_notices), in id order after `after`.
+
+    Its notices, client and the client's contacts (billing contact among them) come in one
+    query each, whatever the batch holds. SKIP LOCKED (PostgreSQL): a concurrent run takes
+    the next invoices instead of waiting for these.
+    """
+
+    def missing(notice: Any) -> Any:
+        return ~exists().where(
+            and_(InvoiceNotice.invoice_id == Invoice.id, InvoiceNotice.notice == notice)
+        )
+
+    return (
+        select(Invoice)
+        .where(
+            Invoice.status == InvoiceStatus.UNPAID,
+            Invoice.date <= on,
+            Invoice.id > after,
+            or_(
+                missing(Notice.INVOICE_CREATED.value),
+                missing(schedule.current_stage_sql(on)),
+            ),
+        )
+        .order_by(Invoice.id)
+        .limit(size)
+        .options(
+            selectinload(Invoice.notices),
+            selectinload(Invoice.client).selectinload(Client.contacts),
+        )
+        .with_for_update(skip_locked=True, of=Invoice)
+    )
+
+
+@dataclass
+class Notified:
+    sent: Counter[str] = field(default_factory=Counter)
+    skipped: int = 0
+    no_recipient: int = 0
+    email_ids: list[str] = field(default_factory=list)
+
+
+def notify_batch(
+    session: Session,
+    invoices: list[Invoice],
+    *,
+    on: date,
+    schedule: NoticeSchedule,
+    run_id: int | None,
+    company_name: str,
+) -> Notified:
+    """Claim each notice by inserting its row; only a claim we won renders and logs emails.
+
+    The rows, the emails and (by the caller) their outbox row commit together. A concurrent
+    run that lost a claim sends nothing for it, so each notice goes out exactly once.
+    """
+    rows: list[dict[str, Any]] = []
+    planned: dict[str, tuple[Notice, list[Recipient]]] = {}
+    for invoice in invoices:
+        recorded = {n.notice for n in invoice.notices}
+        send, skipped = decide(schedule.started(invoice.date, invoice.due_date, on), recorded)
+        for notice in skipped:
+            rows.append(_row(invoice, notice, NoticeOutcome.SKIPPED, run_id, 0))
+        if send is not None:
+            recipients = route_invoice_recipients(invoice.client)
+            outcome = NoticeOutcome.SENT if recipients else NoticeOutcome.NO_RECIPIENT
+            rows.append(_row(invoice, send, outcome, run_id, len(recipients)))
+            planned[invoice.id] = (send, recipients)
+
+    claimed = insert_new_rows(
+        session,
+        InvoiceNotice.__table__,  # type: ignore[arg-type]
+        rows,
+        ("invoice_id", "notice"),
+    )
+    result = Notified()
+    result.skipped = sum(
+        1 for r in rows if r["outcome"] == NoticeOutcome.SKIPPED and _key(r) in claimed
+    )
+    for invoice in invoices:
+        if invoice.id not in planned:
+            continue
+        notice, recipients = planned[invoice.id]
+        if (invoice.id, notice.value) not in claimed:
+            continue  # a concurrent run claimed it first and sends it
+        if not recipients:
+            result.no_recipient += 1
+            continue
+        result.sent[notice.value] += 1
+        result.email_ids += queue_notice_emails(session, company_name, invoice, notice, recipients)
+    return result
+
+
+def _row(
+    invoice: Invoice, notice: Notice, outcome: NoticeOutcome, run_id: int | None, emails: int
+) -> dict[str, Any]:
+    return {
+        "invoice_id": invoice.id,
+        "notice": notice.value,
+        "outcome": outcome.value,
+        "run_id": run_id,
+        "emails": emails,
+    }
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str]:
+    return (row["invoice_id"], row["notice"])

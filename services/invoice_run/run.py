@@ -1,0 +1,195 @@
+"""One invoice run: a ScheduledRun row, the generation pass, the notice pass, each in batches.
+
+Each batch is its own transaction, so a run that crashes keeps what its finished batches
+did (and their counts) and a rerun goes on from there: both passes select only work still
+owed. The session of each batch is closed with it, so memory does not grow with the data.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from functools import partial
+from typing import Any
+
+from sqlalchemy import update
+
+from models.base import utcnow
+from models.ops import ScheduledRun
+from services import outbox
+from services.db import SessionFactory, UnitOfWork
+from services.invoice_run.counting import counting_statements
+from services.invoice_run.generate import generate_batch, select_services
+from services.invoice_run.notify import notify_batch, select_invoices
+from services.invoice_run.schedule import STAGES, NoticeSchedule
+from services.outbox import DELIVER_TASK, Publish
+
+log = logging.getLogger(__name__)
+
+RUN_NAME = "invoices.run"
+
+# Called after each committed batch with the pass ("generate" | "notify"), the number of
+# rows the batch looked at, and the run's counts so far (what the CLI's progress bar shows).
+Progress = Callable[[str, int, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class RunPolicy:
+    lead_days: int
+    schedule: NoticeSchedule
+    batch_size: int
+    company_name: str
+
+
+def new_counts() -> dict[str, Any]:
+    return {
+        "generated": 0,
+        "notices": {notice.value: 0 for notice in STAGES},
+        "skipped": 0,
+        "no_recipient": 0,
+        "emails": 0,
+        "batches": {"generate": 0, "notify": 0},
+        # The most statements one batch's transaction sent, per pass.
+        "queries_per_batch": {"generate": 0, "notify": 0},
+    }
+
+
+def run_invoices(
+    session_factory: SessionFactory,
+    publish: Publish,
+    policy: RunPolicy,
+    on: date,
+    progress: Progress | None = None,
+) -> ScheduledRun:
+    """Run for day `on`; returns the finished ScheduledRun (succeeded, or failed and raises)."""
+    run = _start(session_factory, on)
+    counts = new_counts()
+    try:
+        _generate(session_factory, policy, on, run.id, counts, progress)
+        _notify(session_factory, publish, policy, on, run.id, counts, progress)
+    except BaseException as exc:
+        try:
+            error = "".join(traceback.format_exception(exc))
+            _finish(session_factory, run, counts, "failed", error)
+        except Exception:  # often the same outage; the original error is the one to raise
+            log.exception("could not record invoice run %s as failed", run.id)
+        raise
+    _finish(session_factory, run, counts, "succeeded", None)
+    return run
+
+
+def _generate(
+    session_factory: SessionFactory,
+    policy: RunPolicy,
+    on: date,
+    run_id: int,
+    counts: dict[str, Any],
+    progress: Progress | None,
+) -> None:
+    after = ""
+    while True:
+        with UnitOfWork(session_factory) as uow, counting_statements(uow.session) as counter:
+            query = select_services(on, policy.lead_days, after, policy.batch_size)
+            services = list(uow.session.scalars(query))
+            if not services:
+                return
+            generated = generate_batch(uow.session, services, on, policy.lead_days)
+            counts["generated"] += generated.invoices
+            _batch_done(uow, run_id, counts, "generate", counter.count)
+            uow.commit()
+        after = services[-1].id
+        if progress is not None:
+            progress("generate", len(services), counts)
+
+
+def _notify(
+    session_factory: SessionFactory,
+    publish: Publish,
+    policy: RunPolicy,
+    on: date,
+    run_id: int,
+    counts: dict[str, Any],
+    progress: Progress | None,
+) -> None:
+    after = ""
+    while True:
+        with UnitOfWork(session_factory) as uow, counting_statements(uow.session) as counter:
+            query = select_invoices(on, policy.schedule, after, policy.batch_size)
+            invoices = list(uow.session.scalars(query))
+            if not invoices:
+                return
+            notified = notify_batch(
+                uow.session,
+                invoices,
+                on=on,
+                schedule=policy.schedule,
+                run_id=run_id,
+                company_name=policy.company_name,
+            )
+            staged = []
+            if notified.email_ids:
+                # One delivery per batch; the batches of a run spread over the workers.
+                message = outbox.stage(
+                    uow.session, DELIVER_TASK, {"message_ids": notified.email_ids}
+                )
+                uow.session.flush()
+                staged.append(message.id)
+            for notice, number in notified.sent.items():
+                counts["notices"][notice] += number
+            counts["skipped"] += notified.skipped
+            counts["no_recipient"] += notified.no_recipient
+            counts["emails"] += len(notified.email_ids)
+            _batch_done(uow, run_id, counts, "notify", counter.count)
+            uow.after_commit(partial(outbox.publish_staged, session_factory, staged, publish))
+            uow.commit()
+        after = invoices[-1].id
+        if progress is not None:
+            progress("notify", len(invoices), counts)
+
+
+def _batch_done(
+    uow: UnitOfWork, run_id: int, counts: dict[str, Any], phase: str, statements: int
+) -> None:
+    """Counts commit with the batch, so a crashed run still shows what it did.
+
+    The statement count includes this UPDATE (sent right after it is taken).
+    """
+    counts["batches"][phase] += 1
+    most = counts["queries_per_batch"]
+    most[phase] = max(most[phase], statements + 1)
+    uow.session.execute(
+        update(ScheduledRun).where(ScheduledRun.id == run_id).values(counts=_copy(counts))
+    )
+
+
+def _copy(counts: dict[str, Any]) -> dict[str, Any]:
+    # A fresh structure each time: the JSON type compares by value to decide what to write.
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in counts.items()}
+
+
+def _start(session_factory: SessionFactory, on: date) -> ScheduledRun:
+    with session_factory() as session:
+        run = ScheduledRun(name=RUN_NAME, run_date=on, status="running", counts=new_counts())
+        session.add(run)
+        session.commit()
+        return run
+
+
+def _finish(
+    session_factory: SessionFactory,
+    run: ScheduledRun,
+    counts: dict[str, Any],
+    status: str,
+    error: str | None,
+) -> None:
+    with session_factory() as session:
+        session.execute(
+            update(ScheduledRun)
+            .where(ScheduledRun.id == run.id)
+            .values(status=status, finished_at=utcnow(), counts=_copy(counts), error=error)
+        )
+        session.commit()
+    run.status, run.counts, run.error = status, _copy(counts), error

@@ -1,0 +1,36 @@
+"""Invoice events from upstream billing, and invoices.run, the scheduled run beat starts."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from celery import Task
+
+from models.base import utcnow
+from services.invoice_run.run import run_invoices
+from tasks.events import event_task
+from tasks.failures import retry_or_bury
+from workers import runtime
+from workers.app import app
+from workers.policy import invoice_run_policy
+
+upsert = event_task("invoices.upsert")
+record_payment = event_task("invoices.record_payment")
+
+
+@app.task(name="invoices.run", bind=True)
+def run(self: Task[..., dict[str, Any]], run_date: str | None = None) -> dict[str, Any]:
+    """Beat publishes it without a date (today, UTC); `clientflow invoices run` may pass one.
+
+    Safe to run twice, at once or after a crash: every notice is claimed by a unique row.
+    """
+    # Fixed before any retry, so a run retried after midnight still runs for its own day.
+    on = date.fromisoformat(run_date) if run_date else utcnow().date()
+    try:
+        finished = run_invoices(
+            runtime.session_factory(), runtime.publish, invoice_run_policy(), on
+        )
+    except Exception as exc:
+        retry_or_bury(self, {"run_date": on.isoformat()}, exc)
+    return {"run_id": finished.id, **finished.counts}
