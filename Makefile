@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest lock clean
+.PHONY: install demo test lint typecheck pytest faults lock clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ typecheck: install
 
 pytest: install
 	$(BIN)/pytest
+
+# The whole fault suite, including the tests kept out of `make test` while they flake.
+faults: install
+	$(BIN)/pytest -m faults -s
 
 # Refresh the pins after changing dependencies in pyproject.toml.
 lock: install
