@@ -12,12 +12,14 @@ from celery import Celery, signals
 from celery.schedules import crontab
 from kombu import Exchange, Queue
 
-from workers import redis_transport
+from workers import filesystem_transport, redis_transport
 from workers.ops import hooks as _ops_hooks  # noqa: F401  (connects the ops signal handlers)
 from workers.settings import Settings, get_settings
 
-# Before any connection is made: redis:// gets the transport that survives foreign entries.
+# Before any connection is made: redis:// gets the transport that survives foreign entries,
+# filesystem:// the one whose writes a polling worker can never see half done.
 redis_transport.install()
+filesystem_transport.install()
 
 TASK_MODULES = [
     "tasks.clients",
