@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 Publish = Callable[[str, dict[str, Any]], None]
 
 DELIVER_TASK = "emails.deliver"
+# Emails per delivery task when the relay re-stages forgotten ones (one SMTP connection each).
+REDELIVER_BATCH = 100
 
 
 def stage(session: Session, task_name: str, kwargs: dict[str, Any]) -> OutboxMessage:
@@ -48,15 +50,17 @@ def relay(
     *,
     min_age: timedelta,
     sending_lease: timedelta,
+    forgotten_after: timedelta,
     batch_size: int = 500,
 ) -> int:
-    """Publish what the after-commit step could not, and recover emails stuck in `sending`.
+    """Publish what the after-commit step could not, and recover emails stuck on the way.
 
     Rows younger than min_age are left alone: their own after-commit publish is probably
     still under way. Running two relays at once is safe; at worst a task is published twice.
     """
     with session_factory() as session:
         _requeue_abandoned_claims(session, sending_lease)
+        _redeliver_forgotten(session, forgotten_after, batch_size)
         cutoff = utcnow() - min_age
         rows = session.scalars(
             select(OutboxMessage)
@@ -91,6 +95,39 @@ def _requeue_abandoned_claims(session: Session, lease: timedelta) -> None:
     stage(session, DELIVER_TASK, {"message_ids": stale})
     session.commit()
     log.warning("requeued %d emails abandoned in 'sending'", len(stale))
+
+
+def _redeliver_forgotten(session: Session, after: timedelta, limit: int) -> None:
+    """Queued emails that nothing has touched for `after`: their delivery task is gone.
+
+    kombu's Redis transport pops a message and records it as unacknowledged in two steps, so
+    a worker killed between them loses the message (kombu#305, resque#163); other brokers
+    have their own ways of dropping one. The email row is the truth, so a new delivery task
+    is staged for it. Claims make a second delivery of a still-live task harmless, and the
+    row's clock restarts so a long backlog gets at most one extra task per `after`.
+    """
+    cutoff = utcnow() - after
+    forgotten = list(
+        session.scalars(
+            select(EmailMessage.id)
+            .where(EmailMessage.status == EmailStatus.QUEUED, EmailMessage.updated_at < cutoff)
+            .order_by(EmailMessage.updated_at)
+            .limit(limit)
+        )
+    )
+    if not forgotten:
+        return
+    session.execute(
+        update(EmailMessage)
+        .where(EmailMessage.id.in_(forgotten), EmailMessage.status == EmailStatus.QUEUED)
+        .values(updated_at=utcnow())
+    )
+    for start in range(0, len(forgotten), REDELIVER_BATCH):
+        stage(session, DELIVER_TASK, {"message_ids": forgotten[start : start + REDELIVER_BATCH]})
+    session.commit()
+    log.warning(
+        "staged delivery again for %d emails queued since before %s", len(forgotten), cutoff
+    )
 
 
 def _publish_rows(session: Session, rows: list[OutboxMessage], publish: Publish) -> int:

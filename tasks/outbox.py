@@ -18,4 +18,5 @@ def relay() -> int:
         runtime.publish,
         min_age=timedelta(seconds=settings.outbox_min_age_seconds),
         sending_lease=timedelta(seconds=settings.sending_lease_seconds),
+        forgotten_after=timedelta(seconds=settings.email_redeliver_after_seconds),
     )

@@ -31,8 +31,8 @@ SETTLE_TIMEOUT = 180.0
 
 # Small numbers so that recovery happens within a test, with the same code paths as
 # production: retries back off up to 1 s, Redis hands unacknowledged messages of a dead
-# worker to the next one after 5 s, beat relays the outbox every second, and an email claim
-# older than 5 s counts as abandoned.
+# worker to the next one after 5 s, beat relays the outbox every second, an email claim
+# older than 5 s counts as abandoned, and a queued email untouched for 10 s as forgotten.
 FAULT_SETTINGS = {
     "retry_backoff_base": "0.2",
     "retry_backoff_max": "1",
@@ -41,6 +41,7 @@ FAULT_SETTINGS = {
     "outbox_relay_seconds": "1",
     "outbox_min_age_seconds": "2",
     "sending_lease_seconds": "5",
+    "email_redeliver_after_seconds": "10",
     "email_max_retries": "100",
     "event_max_retries": "100",
 }

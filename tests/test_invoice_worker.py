@@ -168,6 +168,7 @@ def test_a_run_killed_half_way_is_run_again_and_sends_each_notice_once(
         worker.publish,
         min_age=timedelta(0),
         sending_lease=timedelta(hours=1),
+        forgotten_after=timedelta(hours=2),
     )
     worker.wait_no_email_owed(timeout=120)
     worker.wait_idle(timeout=60)

@@ -100,6 +100,7 @@ def outbox_relay() -> None:
             runtime.publish,
             min_age=timedelta(0),
             sending_lease=timedelta(seconds=settings.sending_lease_seconds),
+            forgotten_after=timedelta(seconds=settings.email_redeliver_after_seconds),
         )
     console.print(f"published {count} outbox row(s)")
 

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     outbox_min_age_seconds: float = Field(
         default=10.0, description="The relay leaves outbox rows younger than this alone."
     )
+    email_redeliver_after_seconds: float = Field(
+        default=7200.0,
+        description="A queued email untouched this long has lost its delivery task (a worker "
+        "killed at the wrong instant); the relay stages a new one. Must exceed "
+        "redis_visibility_timeout, the longest a live task can be held by a dead worker.",
+    )
     sending_lease_seconds: float = Field(
         default=300.0,
         description="An email claimed for sending longer than this is taken as abandoned "
@@ -130,6 +136,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "redis_visibility_timeout must exceed retry_backoff_max, or a message waiting "
                 "for its retry is handed to a second worker"
+            )
+        if self.email_redeliver_after_seconds <= self.redis_visibility_timeout:
+            raise ValueError(
+                "email_redeliver_after_seconds must exceed redis_visibility_timeout, or every "
+                "email held by a dead worker is staged again before Redis hands it back"
             )
         return self
 
