@@ -7,7 +7,7 @@ from celery import Task
 from services.mail.delivery import deliver_messages
 from tasks.failures import retry_or_bury
 from tasks.retry import backoff_seconds
-from workers import runtime
+from workers import runtime, shield
 from workers.app import app
 from workers.settings import get_settings
 
@@ -22,6 +22,7 @@ def deliver(self: Task[..., dict[str, int]], message_ids: list[str]) -> dict[str
             runtime.mail_transport(),
             settings.mail_from,
             max_attempts=settings.email_max_retries + 1,
+            critical=shield.uninterruptible,
         )
     except Exception as exc:
         retry_or_bury(self, {"message_ids": message_ids}, exc)

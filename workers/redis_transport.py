@@ -1,8 +1,18 @@
-"""kombu's Redis transport, made to survive a queue entry that is not a kombu message.
+"""kombu's Redis transport, made to lose no message to a killed worker and no worker to a bad entry.
 
-Anything can LPUSH into a Redis list. kombu pops the entry and parses it inside the consumer
-loop; an entry that is not a JSON envelope raises there and Celery stops the worker with
-"Unrecoverable error". This channel records such an entry as a rejected event and carries on.
+Reliable fetch. kombu takes a message with BRPOP and only then, in a second round trip, records
+it as unacknowledged (the `unacked` hash that lets Redis hand a dead worker's messages to
+another). A worker killed in between loses the message for good (kombu#305; the fault suite's
+kill -9 test lost a clients.add this way), and the gap is not small: kombu leaves a BRPOP
+reply unread in the socket while the worker is busy. Here one Lua script pops the message and
+records it in the same atomic step. Scripts cannot block, so when every queue is empty the
+channel waits with `BLMOVE q q RIGHT RIGHT`, which blocks until `q` has a message and then
+leaves the list as it was (Redis >= 6.2), taking the queues in turn with a short timeout.
+
+Foreign entries. Anything can LPUSH into a Redis list. kombu pops the entry and parses it
+inside the consumer loop; an entry that is not a JSON envelope raises there and Celery stops
+the worker with "Unrecoverable error". This channel records such an entry as a rejected event
+and carries on.
 """
 
 from __future__ import annotations
@@ -10,10 +20,14 @@ from __future__ import annotations
 import binascii
 import json
 import logging
+import time
+from queue import Empty
 from typing import Any
 
 from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +66,128 @@ def _raw_entry(exc: BaseException) -> str:
     return str(raw) if raw is not None else "(not available once parsed)"
 
 
+# KEYS: the queue lists in the order to take them, then the unacked hash and its index.
+# ARGV[1]: the time to index the message under (the client's clock, as kombu's own entries).
+# Writes the hash entry exactly as kombu's QoS.append does, so kombu's ack and restore work
+# on it unchanged. An entry that is not a kombu envelope is popped and returned unrecorded,
+# for the caller to record as a foreign entry (a script error would leave the pop done).
+POP_AND_RECORD = """
+local queues = #KEYS - 2
+local unacked, index = KEYS[queues + 1], KEYS[queues + 2]
+for i = 1, queues do
+  local item = redis.call('RPOP', KEYS[i])
+  if item then
+    local ok, message = pcall(cjson.decode, item)
+    if ok and type(message) == 'table' and type(message.properties) == 'table' then
+      local properties = message.properties
+      local info, tag = properties.delivery_info, properties.delivery_tag
+      if type(info) == 'table' and type(tag) == 'string' then
+        redis.call('ZADD', index, ARGV[1], tag)
+        redis.call('HSET', unacked, tag, '[' .. item .. ',' .. cjson.encode(info.exchange)
+          .. ',' .. cjson.encode(info.routing_key) .. ']')
+      end
+    end
+    return {KEYS[i], item}
+  end
+end
+return false
+"""
+
+# How long one wait on an empty queue lasts before the channel pops from all queues again:
+# the longest a message on another queue waits while the worker is idle. Idle, a consumer
+# sends about two commands per wait.
+WAIT_SECONDS = 0.1
+
+
 class Channel(kombu_redis.Channel):
     Message = CheckedMessage
 
+    # Which command the pending reply answers: EVAL (pop and record) or BLMOVE (wait).
+    _sent: str | None = None
+    # The last pop found every queue empty: wait before popping again.
+    _idle = False
+    _wait_turn = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Queues read without acknowledgement (a client's reply queue): nothing to record.
+        self._no_ack_queues: set[str] = set()
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        else:
+            self._no_ack_queues.discard(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
     # The type stubs for kombu do not describe the Redis channel's internals used here.
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        queues = self._queue_cycle.consume(len(self.active_queues))  # type: ignore[attr-defined]
+        if self.global_keyprefix or self._no_ack_queues.intersection(queues):
+            # kombu's own BRPOP: for keys with a prefix (not replicated here), and for
+            # queues whose messages are never acknowledged, so must not be recorded.
+            self._sent = None
+            super()._brpop_start(timeout)  # type: ignore[misc]
+            return
+        if not queues:
+            return
+        keys = [
+            self._q_for_pri(queue, priority)  # type: ignore[attr-defined]
+            for priority in self.priority_steps
+            for queue in queues
+        ]
+        connection = self.client.connection
+        self._in_poll = connection
+        self._brpop_sent_at = time.monotonic()
+        if self._idle:
+            key = keys[self._wait_turn % len(keys)]
+            self._wait_turn += 1
+            self._sent = "BLMOVE"
+            connection.send_command("BLMOVE", key, key, "RIGHT", "RIGHT", WAIT_SECONDS)
+        else:
+            self._sent = "EVAL"
+            connection.send_command(
+                "EVAL",
+                POP_AND_RECORD,
+                len(keys) + 2,
+                *keys,
+                self.unacked_key,
+                self.unacked_index_key,
+                repr(time.time()),
+            )
+
+    def _read_reply(self, **options: Any) -> bool:
+        sent = self._sent
+        if sent is None:
+            return bool(super()._brpop_read(**options))  # type: ignore[misc]
+        client = self.client
+        try:
+            try:
+                reply = client.parse_response(client.connection, sent, **options)
+            except self.connection_errors:  # type: ignore[attr-defined]
+                client.connection.disconnect()  # the next start reconnects
+                raise
+            if sent == "BLMOVE":
+                # Whether this queue got a message or the wait ran out, pop from all queues
+                # next: a message may have arrived on one not waited on.
+                self._idle = False
+                raise Empty()
+            if not reply:
+                self._idle = True
+                raise Empty()
+            queue_key, item = reply
+            queue = bytes_to_str(queue_key).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(queue)  # type: ignore[attr-defined]
+            self.connection._deliver(loads(bytes_to_str(item)), queue)
+            return True
+        finally:
+            self._in_poll = None
+            self._sent = None
+            self._flush_brpop_reauth()  # type: ignore[attr-defined]
+
     def _brpop_read(self, **options: Any) -> bool:
         try:
-            return bool(super()._brpop_read(**options))  # type: ignore[misc]
+            return self._read_reply(**options)
         except ForeignEntry as exc:
             from workers.consumer import record_foreign_entry
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import smtplib
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
@@ -69,12 +71,15 @@ def deliver_messages(
     transport: MailTransport,
     mail_from: str,
     max_attempts: int,
+    critical: Callable[[], AbstractContextManager[None]] = nullcontext,
 ) -> DeliveryReport:
     """Send each still-queued message once, over one connection, recording every outcome.
 
     Each message is claimed (queued -> sending, committed) before its SMTP transaction and
     marked sent right after the server's 250, so two deliveries of the same ids cannot both
     send, and a crash can repeat at most the one message between "250" and our commit.
+    `critical` wraps each send-and-record so the caller can keep a termination out of it
+    (workers/shield.py).
     """
     report = DeliveryReport()
     with session_factory() as session:
@@ -93,14 +98,15 @@ def deliver_messages(
                     message = _claim(session, pending.pop(0))
                     if message is None:
                         continue  # another delivery has it, or it is already done
-                    try:
-                        connection.send(compose(message, mail_from))
-                    except (smtplib.SMTPException, OSError) as exc:
-                        _record_failure(session, message, exc, max_attempts, report)
-                        if breaks_connection(exc):
-                            raise
-                        continue
-                    _record_sent(session, message, report)
+                    with critical():
+                        try:
+                            connection.send(compose(message, mail_from))
+                        except (smtplib.SMTPException, OSError) as exc:
+                            _record_failure(session, message, exc, max_attempts, report)
+                            if breaks_connection(exc):
+                                raise
+                            continue
+                        _record_sent(session, message, report)
         except (smtplib.SMTPException, OSError) as exc:
             # Could not connect, or the connection dropped: what is left was not attempted,
             # but it counts as an attempt so a server that never returns ends in `failed`.

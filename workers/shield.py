@@ -1,0 +1,66 @@
+"""Lets a pool process finish recording an SMTP acceptance before a SIGTERM ends it.
+
+Celery terminates (SIGTERM) the pool process running a late-acknowledged task when the broker
+connection is lost (worker_cancel_long_running_tasks_on_connection_loss, see workers/app.py),
+because that task's message will be delivered again. A delivery ended between the SMTP
+server's 250 and the commit of `sent` would send the email a second time once its claim
+expires; the fault suite's Redis restart test saw exactly that. Inside `uninterruptible()` a
+SIGTERM is held and acted on as soon as the block ends, so the window only stays open to
+SIGKILL. The block is short: one SMTP transaction (bounded by CLIENTFLOW_SMTP_TIMEOUT) and
+one commit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+_depth = 0
+_held: int | None = None
+_previous: Any = signal.SIG_DFL
+
+
+def install() -> None:
+    """In a pool process: route SIGTERM through the shield (idempotent)."""
+    global _previous
+    current = signal.getsignal(signal.SIGTERM)
+    if current is not _on_sigterm:
+        _previous = current
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    global _held
+    if _depth:
+        _held = signum
+        return
+    _act(signum, frame)
+
+
+def _act(signum: int, frame: FrameType | None) -> None:
+    if callable(_previous):
+        _previous(signum, frame)
+        return
+    if _previous == signal.SIG_IGN:
+        return
+    # The default action: die of the signal, as if the shield had never been there.
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+@contextmanager
+def uninterruptible() -> Iterator[None]:
+    """Hold SIGTERM until the block ends (nesting allowed); without install() a no-op."""
+    global _depth, _held
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if not _depth and _held is not None:
+            signum, _held = _held, None
+            _act(signum, None)
