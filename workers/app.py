@@ -55,7 +55,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         # When the broker connection drops, running late-ack tasks cannot be acknowledged any
-        # more and will be redelivered; cancel them rather than let two copies run.
+        # more and will be redelivered; cancel them rather than let two copies run. The one
+        # step that must not be cut (SMTP 250 to the commit of `sent`) holds the SIGTERM this
+        # sends until it is done: workers/shield.py.
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         # Our consumer records undecodable messages instead of only logging them.
         "worker_consumer": "workers.consumer:RecordingConsumer",
