@@ -29,7 +29,7 @@ typecheck: install
 pytest: install
 	$(BIN)/pytest
 
-# The whole fault suite, including the tests kept out of `make test` while they flake.
+# The fault suite alone (it also runs in `make test`), with each test's FAULTS line.
 faults: install
 	$(BIN)/pytest -m faults -s
 

@@ -104,9 +104,6 @@ def run_stream(rig: Rig, fault: Callable[[], dict[str, object]], expect_failed: 
     return result
 
 
-# Flaked under load (2 of 3 loaded runs: one email left queued with no task to deliver it);
-# kept out of `make test` until fixed, run with `make faults`. See the README.
-@pytest.mark.unstable
 def test_worker_killed_with_sigkill_mid_stream(rig: Rig) -> None:
     def kill_repeatedly() -> dict[str, object]:
         kills = 0
@@ -127,9 +124,6 @@ def test_worker_killed_with_sigkill_mid_stream(rig: Rig) -> None:
     assert sum(result.duplicated.values()) <= 4 * 2
 
 
-# Flaked once under load: the worker stopped consuming after Redis came back. Kept out of
-# `make test` until fixed, run with `make faults`. See the README.
-@pytest.mark.unstable
 def test_redis_stopped_for_ten_seconds_mid_stream(rig: Rig) -> None:
     def outage() -> dict[str, object]:
         wait_for_progress(rig.sessions, 500)

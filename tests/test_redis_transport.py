@@ -1,0 +1,126 @@
+"""The Redis channel's reliable fetch: a popped message is never only in a dead worker's socket.
+
+kombu's own channel BRPOPs a message and records it as unacknowledged in a second step; a
+worker killed between the two lost it. These tests stop a consumer at exactly that point.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import payloads
+import pytest
+import redis
+from celery import Celery
+from kombu import Consumer
+from servers import RedisServer
+
+from workers.app import create_app
+from workers.settings import Settings
+
+VISIBILITY_TIMEOUT = 1
+
+
+@pytest.fixture
+def broker() -> Iterator[tuple[RedisServer, Celery, redis.Redis]]:
+    with RedisServer() as server:
+        settings = Settings(
+            broker_url=server.url,
+            retry_backoff_max=0.5,
+            redis_visibility_timeout=VISIBILITY_TIMEOUT,
+            email_redeliver_after_seconds=5,
+        )
+        app = create_app(settings)
+        client = redis.Redis.from_url(server.url)
+        yield server, app, client
+        client.close()
+        app.close()
+
+
+def pop_and_die(app: Celery) -> None:
+    """A consumer asks for a message and dies before it reads the reply."""
+    with app.connection_for_read() as connection:
+        channel: Any = connection.channel()
+        consumer = Consumer(channel, queues=[app.amqp.queues["events"]], accept=["json"])
+        consumer.consume()
+        transport: Any = connection.transport
+        transport.cycle._register_BRPOP(channel)  # sends the pop, as the event loop does
+        time.sleep(0.2)  # the server has answered; nobody reads it
+        channel.client.connection.disconnect()  # as the kernel does for a killed process
+
+
+def test_a_message_popped_by_a_consumer_that_dies_stays_recorded(
+    broker: tuple[RedisServer, Celery, redis.Redis],
+) -> None:
+    _, app, client = broker
+    app.send_task("clients.add", kwargs=payloads.client("R1"))
+    assert client.llen("events") == 1
+
+    pop_and_die(app)
+
+    assert client.llen("events") == 0
+    assert client.hlen("unacked") == 1
+    assert client.zcard("unacked_index") == 1
+
+
+def test_after_the_visibility_timeout_the_message_goes_back_to_its_queue(
+    broker: tuple[RedisServer, Celery, redis.Redis],
+) -> None:
+    _, app, client = broker
+    payload = payloads.client("R2")
+    app.send_task("clients.add", kwargs=payload)
+    pop_and_die(app)
+    time.sleep(VISIBILITY_TIMEOUT + 0.2)
+
+    # What any live worker's periodic sweep does.
+    with app.connection_for_read() as connection:
+        channel: Any = connection.channel()
+        channel.qos.restore_visible()
+        received: list[Any] = []
+
+        def take(body: Any, message: Any) -> None:
+            received.append(body)
+            message.ack()
+
+        consumer = Consumer(
+            channel, queues=[app.amqp.queues["events"]], accept=["json"], callbacks=[take]
+        )
+        with consumer:
+            connection.drain_events(timeout=5)
+
+    (body,) = received
+    assert body[1] == payload
+    assert client.hlen("unacked") == 0
+    assert client.llen("events") == 0
+
+
+def test_an_idle_consumer_takes_a_message_from_any_of_its_queues(
+    broker: tuple[RedisServer, Celery, redis.Redis],
+) -> None:
+    _, app, client = broker
+    names = ["events", "emails", "celery"]
+    received: list[str] = []
+
+    def take(body: Any, message: Any) -> None:
+        received.append(message.delivery_info["routing_key"])
+        message.ack()
+
+    with app.connection_for_read() as connection:
+        channel: Any = connection.channel()
+        consumer = Consumer(
+            channel,
+            queues=[app.amqp.queues[name] for name in names],
+            accept=["json"],
+            callbacks=[take],
+        )
+        with consumer:
+            for name in names:
+                # Let the channel go idle (waiting on one queue), then publish to each.
+                with pytest.raises(TimeoutError):
+                    connection.drain_events(timeout=0.5)
+                app.send_task("outbox.relay", queue=name)
+                connection.drain_events(timeout=5)
+    assert received == names
+    assert client.hlen("unacked") == 0
