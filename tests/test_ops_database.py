@@ -186,3 +186,47 @@ def test_last_invoice_run_and_last_successes(db: Session) -> None:
         "OperationalError: server closed the connection",
     )
     assert tables.last_successes(db) == {"invoices.run": NOW - day + timedelta(minutes=3)}
+
+
+def test_compaction_folds_old_minutes_and_keeps_every_total(
+    session_factory: SessionFactory,
+) -> None:
+    for hours_ago, outcome, runtime in [
+        (72, "succeeded", 1.0),
+        (72, "succeeded", 2.0),
+        (50, "failed", 4.0),
+        (49, "succeeded", 8.0),
+        (1, "succeeded", 16.0),
+        (0, "retried", 32.0),
+    ]:
+        stats.record_outcome(
+            session_factory, "emails.deliver", outcome, runtime, at=NOW - timedelta(hours=hours_ago)
+        )
+    with session_factory() as session:
+        totals_before = stats.outcome_totals(session)
+        last_hour_before = stats.last_hour(session, now=NOW)
+
+    folded = stats.compact(session_factory, keep=timedelta(hours=48), now=NOW)
+
+    assert folded == 3  # the minutes 72 h (one row, two runs), 50 h and 49 h ago
+    with session_factory() as session:
+        assert stats.outcome_totals(session) == totals_before
+        assert stats.last_hour(session, now=NOW) == last_hour_before
+        buckets = sorted(set(session.scalars(select(TaskStat.bucket))))
+    assert buckets == [
+        stats.ALL_EARLIER,
+        (NOW - timedelta(hours=1)).replace(second=0),
+        NOW.replace(second=0),
+    ]
+
+    # Again, later, with more old minutes: the all-time rows grow, nothing is counted twice.
+    assert stats.compact(session_factory, keep=timedelta(hours=48), now=NOW) == 0
+    stats.compact(session_factory, keep=timedelta(hours=48), now=NOW + timedelta(hours=50))
+    with session_factory() as session:
+        assert stats.outcome_totals(session) == totals_before
+        rows = session.execute(select(TaskStat.bucket, TaskStat.outcome, TaskStat.count)).all()
+    assert sorted((b == stats.ALL_EARLIER, o, n) for b, o, n in rows) == [
+        (True, "failed", 1),
+        (True, "retried", 1),
+        (True, "succeeded", 4),
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import payloads
@@ -15,7 +16,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from worker_process import WorkerProcess, wait_until, worker_fixture
 
+from models.base import utcnow
 from models.ops import TaskStat
+from workers.ops import stats
 from workers.ops.queues import read_queues
 
 pytestmark = pytest.mark.worker
@@ -189,3 +192,23 @@ def test_ping_answers_zero_with_a_worker_and_one_without(stopped_worker: WorkerP
     stopped_worker.start()
     up = run_ops(stopped_worker, "ping")
     assert f"ok   workers: {stopped_worker.hostname}" in up.stdout
+
+
+def test_beats_compaction_task_folds_old_counters_on_a_real_worker(worker: WorkerProcess) -> None:
+    long_ago = utcnow() - timedelta(days=5)
+    for _ in range(3):
+        stats.record_outcome(worker.sessions, "clients.add", "succeeded", 0.1, at=long_ago)
+    worker.publish("ops.compact_task_stats", {})
+
+    def folded(session: Session) -> bool:
+        buckets = set(
+            session.scalars(select(TaskStat.bucket).where(TaskStat.task_name == "clients.add"))
+        )
+        return buckets == {stats.ALL_EARLIER}
+
+    worker.wait_for_db(folded, "the old minute folded into the all-time row")
+    assert counted(worker, "clients.add", "succeeded") == 3
+    wait_until(
+        lambda: counted(worker, "ops.compact_task_stats", "succeeded") == 1,
+        "the compaction counted as a succeeded task",
+    )

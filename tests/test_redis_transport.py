@@ -23,20 +23,30 @@ from workers.settings import Settings
 VISIBILITY_TIMEOUT = 1
 
 
-@pytest.fixture
-def broker() -> Iterator[tuple[RedisServer, Celery, redis.Redis]]:
+def make_broker(reliable: bool) -> Iterator[tuple[RedisServer, Celery, redis.Redis]]:
     with RedisServer() as server:
         settings = Settings(
             broker_url=server.url,
             retry_backoff_max=0.5,
             redis_visibility_timeout=VISIBILITY_TIMEOUT,
             email_redeliver_after_seconds=5,
+            redis_reliable_fetch=reliable,
         )
         app = create_app(settings)
         client = redis.Redis.from_url(server.url)
         yield server, app, client
         client.close()
         app.close()
+
+
+@pytest.fixture
+def broker() -> Iterator[tuple[RedisServer, Celery, redis.Redis]]:
+    yield from make_broker(reliable=True)
+
+
+@pytest.fixture
+def kombu_fetch_broker() -> Iterator[tuple[RedisServer, Celery, redis.Redis]]:
+    yield from make_broker(reliable=False)
 
 
 def pop_and_die(app: Celery) -> None:
@@ -63,6 +73,18 @@ def test_a_message_popped_by_a_consumer_that_dies_stays_recorded(
     assert client.llen("events") == 0
     assert client.hlen("unacked") == 1
     assert client.zcard("unacked_index") == 1
+
+
+def test_turned_off_it_is_kombus_brpop_which_loses_that_message(
+    kombu_fetch_broker: tuple[RedisServer, Celery, redis.Redis],
+) -> None:
+    # What CLIENTFLOW_REDIS_RELIABLE_FETCH=false (for Redis before 6.2) gives up.
+    _, app, client = kombu_fetch_broker
+    app.send_task("clients.add", kwargs=payloads.client("R0"))
+
+    pop_and_die(app)
+
+    assert (client.llen("events"), client.hlen("unacked")) == (0, 0)
 
 
 def test_after_the_visibility_timeout_the_message_goes_back_to_its_queue(

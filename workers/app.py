@@ -29,6 +29,7 @@ TASK_MODULES = [
     "tasks.outbox",
     "tasks.hosting",
     "tasks.invoices",
+    "tasks.ops",
 ]
 
 
@@ -65,6 +66,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "outbox-relay": {"task": "outbox.relay", "schedule": settings.outbox_relay_seconds},
             # Two beats firing at once (or one firing twice) is harmless: see tasks/invoices.py.
             "invoices-run": {"task": "invoices.run", "schedule": invoice_run_schedule(settings)},
+            # Hourly; two at once are safe (see workers/ops/stats.py compact).
+            "compact-task-stats": {"task": "ops.compact_task_stats", "schedule": 3600.0},
         },
         # Two queues so a backlog of emails never delays client changes (and ops can see each).
         # Each has its own exchange and key: sharing one would copy every message into both.
@@ -104,6 +107,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": settings.redis_visibility_timeout,
             "unacked_restore_interval": settings.redis_restore_interval,
             "unacked_restore_throttle": 1,
+            # Read by workers/redis_transport.py: pop and record in one step.
+            "reliable_fetch": settings.redis_reliable_fetch,
         }
     return config
 

@@ -123,9 +123,16 @@ class Channel(kombu_redis.Channel):
     # The type stubs for kombu do not describe the Redis channel's internals used here.
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))  # type: ignore[attr-defined]
-        if self.global_keyprefix or self._no_ack_queues.intersection(queues):
-            # kombu's own BRPOP: for keys with a prefix (not replicated here), and for
-            # queues whose messages are never acknowledged, so must not be recorded.
+        kombu_connection: Any = self.connection.client
+        options: dict[str, Any] = kombu_connection.transport_options or {}
+        if (
+            not options.get("reliable_fetch", True)
+            or self.global_keyprefix
+            or self._no_ack_queues.intersection(queues)
+        ):
+            # kombu's own BRPOP: when turned off (Redis before 6.2 has no BLMOVE), for keys
+            # with a prefix (not replicated here), and for queues whose messages are never
+            # acknowledged, so must not be recorded.
             self._sent = None
             super()._brpop_start(timeout)  # type: ignore[misc]
             return

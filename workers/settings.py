@@ -61,6 +61,17 @@ class Settings(BaseSettings):
         description="Seconds before Redis hands an unacknowledged message (its worker died) "
         "to another worker. Must exceed retry_backoff_max.",
     )
+    task_stats_keep_hours: int = Field(
+        default=48,
+        ge=2,
+        description="Per-minute task counters older than this are folded into all-time totals "
+        "(hourly, by beat); the last-hour view and Prometheus counters are unaffected.",
+    )
+    redis_reliable_fetch: bool = Field(
+        default=True,
+        description="Pop and record each message atomically (needs Redis 6.2+). False falls "
+        "back to kombu's BRPOP, which can lose a message to a worker killed mid-fetch.",
+    )
     redis_restore_interval: int = Field(
         default=60, description="Seconds between a worker's scans for such messages."
     )

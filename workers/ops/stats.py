@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -18,6 +18,8 @@ from workers.ops.snapshot import TaskOutcomes
 OUTCOMES = ("succeeded", "failed", "retried")
 # Celery's final state of one run of a task -> our outcome; other states are not counted.
 OUTCOME_OF_STATE = {"SUCCESS": "succeeded", "FAILURE": "failed", "RETRY": "retried"}
+# The bucket that holds every compacted minute: one all-time row per task and outcome.
+ALL_EARLIER = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def record_outcome(
@@ -32,24 +34,54 @@ def record_outcome(
         raise ValueError(f"unknown outcome {outcome!r}")
     bucket = (at or utcnow()).replace(second=0, microsecond=0)
     with session_factory() as session:
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(TaskStat).values(
-            bucket=bucket,
-            task_name=task_name[:64],
-            outcome=outcome,
-            count=1,
-            runtime_total=runtime_seconds,
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=["bucket", "task_name", "outcome"],
-            set_={
-                "count": TaskStat.count + 1,
-                "runtime_total": TaskStat.runtime_total + statement.excluded.runtime_total,
-            },
-        )
-        session.execute(statement)
+        _add(session, bucket, task_name[:64], outcome, 1, runtime_seconds)
         session.commit()
+
+
+def _add(
+    session: Session, bucket: datetime, task_name: str, outcome: str, count: int, runtime: float
+) -> None:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(TaskStat).values(
+        bucket=bucket, task_name=task_name, outcome=outcome, count=count, runtime_total=runtime
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=["bucket", "task_name", "outcome"],
+        set_={
+            "count": TaskStat.count + statement.excluded.count,
+            "runtime_total": TaskStat.runtime_total + statement.excluded.runtime_total,
+        },
+    )
+    session.execute(statement)
+
+
+def compact(session_factory: SessionFactory, keep: timedelta, now: datetime | None = None) -> int:
+    """Fold the minutes older than `keep` into the all-time row of each task and outcome.
+
+    Without it task_stats grows by a row per task, outcome and minute forever. The all-time
+    sums (what the Prometheus counters read) stay the same, so no counter ever goes down;
+    only per-minute detail older than `keep` is gone. The rows are deleted first and summed
+    from what the delete returned, so two compactions at once cannot count a minute twice
+    (the second waits on the first's row locks, then finds those rows gone).
+    Returns the number of minute rows folded.
+    """
+    cutoff = (now or utcnow()).replace(second=0, microsecond=0) - keep
+    with session_factory() as session:
+        folded = session.execute(
+            delete(TaskStat)
+            .where(TaskStat.bucket < cutoff, TaskStat.bucket > ALL_EARLIER)
+            .returning(TaskStat.task_name, TaskStat.outcome, TaskStat.count, TaskStat.runtime_total)
+        ).all()
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        runtimes: dict[tuple[str, str], float] = defaultdict(float)
+        for task_name, outcome, count, runtime in folded:
+            counts[(task_name, outcome)] += count
+            runtimes[(task_name, outcome)] += runtime
+        for key in sorted(counts):
+            _add(session, ALL_EARLIER, *key, counts[key], runtimes[key])
+        session.commit()
+    return len(folded)
 
 
 def outcomes_since(session: Session, since: datetime) -> list[TaskOutcomes]:
