@@ -33,9 +33,12 @@ class ScheduledRun(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64), index=True)
     run_date: Mapped[date | None] = mapped_column(Date)
-    # running | succeeded | failed
+    # running | succeeded | failed | abandoned (no progress for long: its worker was lost)
     status: Mapped[str] = mapped_column(String(16), default="running")
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Moved on by every committed batch; a `running` row whose heartbeat stopped long ago
+    # belongs to a worker that died.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)

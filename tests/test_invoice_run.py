@@ -3,7 +3,7 @@ reruns and crashes, and a constant number of queries per batch."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from itertools import pairwise
 from typing import Any
@@ -16,6 +16,7 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
 from models import EmailMessage, Invoice, ScheduledRun, Service
+from models.base import utcnow
 from services.db import SessionFactory
 from services.invoice_run.generate import add_months
 
@@ -266,3 +267,29 @@ def test_queries_per_batch_do_not_depend_on_what_the_batch_holds(
     assert finished.counts["notices"]["overdue_third"] == 6
     assert finished.counts["no_recipient"] == 3
     assert finished.counts["emails"] == 3 + 15 + 3 + 15
+
+
+def test_a_run_whose_worker_died_is_marked_abandoned_by_the_next(
+    apply: Apply, client: str, db: Session, session_factory: SessionFactory, publisher: Publisher
+) -> None:
+    apply("invoices.upsert", payloads.invoice("I1"))
+    now = utcnow()
+    # kill -9 leaves no trace but the row: still `running`, its heartbeat stopped 20 min ago.
+    # Another run is alive and well (two beats fired at once).
+    dead = ScheduledRun(
+        name="invoices.run",
+        status="running",
+        started_at=now - timedelta(minutes=30),
+        heartbeat_at=now - timedelta(minutes=20),
+    )
+    alive = ScheduledRun(name="invoices.run", status="running", heartbeat_at=now)
+    db.add_all([dead, alive])
+    db.commit()
+
+    finished = run(session_factory, publisher, "2026-03-01")
+
+    db.expire_all()
+    assert (dead.status, alive.status, finished.status) == ("abandoned", "running", "succeeded")
+    assert dead.finished_at is not None
+    assert "its worker was lost" in (dead.error or "")
+    assert finished.counts["notices"]["invoice_created"] == 1

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from worker_process import WorkerProcess, wait_until, worker_fixture
 
 from models.base import utcnow
-from models.ops import TaskStat
+from models.ops import ScheduledRun, TaskStat
 from workers.ops import stats
 from workers.ops.queues import read_queues
 
@@ -194,11 +194,22 @@ def test_ping_answers_zero_with_a_worker_and_one_without(stopped_worker: WorkerP
     assert f"ok   workers: {stopped_worker.hostname}" in up.stdout
 
 
-def test_beats_compaction_task_folds_old_counters_on_a_real_worker(worker: WorkerProcess) -> None:
+def test_housekeeping_folds_old_counters_and_abandons_dead_runs_on_a_real_worker(
+    worker: WorkerProcess,
+) -> None:
     long_ago = utcnow() - timedelta(days=5)
     for _ in range(3):
         stats.record_outcome(worker.sessions, "clients.add", "succeeded", 0.1, at=long_ago)
-    worker.publish("ops.compact_task_stats", {})
+    with worker.sessions() as session:
+        # A run whose worker was killed a day ago, and one making progress now.
+        session.add_all(
+            [
+                ScheduledRun(name="invoices.run", status="running", started_at=long_ago),
+                ScheduledRun(name="invoices.run", status="running", heartbeat_at=utcnow()),
+            ]
+        )
+        session.commit()
+    worker.publish("ops.housekeeping", {})
 
     def folded(session: Session) -> bool:
         buckets = set(
@@ -209,6 +220,10 @@ def test_beats_compaction_task_folds_old_counters_on_a_real_worker(worker: Worke
     worker.wait_for_db(folded, "the old minute folded into the all-time row")
     assert counted(worker, "clients.add", "succeeded") == 3
     wait_until(
-        lambda: counted(worker, "ops.compact_task_stats", "succeeded") == 1,
-        "the compaction counted as a succeeded task",
+        lambda: counted(worker, "ops.housekeeping", "succeeded") == 1,
+        "the housekeeping counted as a succeeded task",
     )
+    with worker.sessions() as session:
+        runs = session.scalars(select(ScheduledRun).order_by(ScheduledRun.id)).all()
+    assert [run.status for run in runs] == ["abandoned", "running"]
+    assert "its worker was lost" in (runs[0].error or "")

@@ -66,8 +66,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "outbox-relay": {"task": "outbox.relay", "schedule": settings.outbox_relay_seconds},
             # Two beats firing at once (or one firing twice) is harmless: see tasks/invoices.py.
             "invoices-run": {"task": "invoices.run", "schedule": invoice_run_schedule(settings)},
-            # Hourly; two at once are safe (see workers/ops/stats.py compact).
-            "compact-task-stats": {"task": "ops.compact_task_stats", "schedule": 3600.0},
+            # Hourly; two at once are safe (see tasks/ops.py).
+            "ops-housekeeping": {"task": "ops.housekeeping", "schedule": 3600.0},
         },
         # Two queues so a backlog of emails never delays client changes (and ops can see each).
         # Each has its own exchange and key: sharing one would copy every message into both.

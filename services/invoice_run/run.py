@@ -11,11 +11,11 @@ import logging
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 
 from models.base import utcnow
 from models.ops import ScheduledRun
@@ -30,6 +30,9 @@ from services.outbox import DELIVER_TASK, Publish
 log = logging.getLogger(__name__)
 
 RUN_NAME = "invoices.run"
+# A batch commits within seconds, and each commit moves the run's heartbeat; a `running` run
+# silent for this long lost its worker (kill -9, OOM). Its redelivered task is a new run.
+STALE_AFTER = timedelta(minutes=15)
 
 # Called after each committed batch with the pass ("generate" | "notify"), the number of
 # rows the batch looked at, and the run's counts so far (what the CLI's progress bar shows).
@@ -161,7 +164,9 @@ def _batch_done(
     most = counts["queries_per_batch"]
     most[phase] = max(most[phase], statements + 1)
     uow.session.execute(
-        update(ScheduledRun).where(ScheduledRun.id == run_id).values(counts=_copy(counts))
+        update(ScheduledRun)
+        .where(ScheduledRun.id == run_id)
+        .values(counts=_copy(counts), heartbeat_at=utcnow())
     )
 
 
@@ -171,11 +176,44 @@ def _copy(counts: dict[str, Any]) -> dict[str, Any]:
 
 
 def _start(session_factory: SessionFactory, on: date) -> ScheduledRun:
+    abandon_stale_runs(session_factory)
     with session_factory() as session:
-        run = ScheduledRun(name=RUN_NAME, run_date=on, status="running", counts=new_counts())
+        run = ScheduledRun(
+            name=RUN_NAME,
+            run_date=on,
+            status="running",
+            counts=new_counts(),
+            heartbeat_at=utcnow(),
+        )
         session.add(run)
         session.commit()
         return run
+
+
+def abandon_stale_runs(session_factory: SessionFactory, now: datetime | None = None) -> int:
+    """Mark `running` runs whose heartbeat stopped STALE_AFTER ago as abandoned.
+
+    Without this a run whose worker died stays `running` in `clientflow ops status` for good.
+    What it did is kept (its counts were committed batch by batch); the notices it did not
+    reach are sent by the run that took over, since each notice is claimed by a unique row.
+    """
+    moment = now or utcnow()
+    with session_factory() as session:
+        result = session.execute(
+            update(ScheduledRun)
+            .where(
+                ScheduledRun.status == "running",
+                func.coalesce(ScheduledRun.heartbeat_at, ScheduledRun.started_at)
+                < moment - STALE_AFTER,
+            )
+            .values(
+                status="abandoned",
+                finished_at=moment,
+                error=f"no progress for over {STALE_AFTER}: its worker was lost",
+            )
+        )
+        session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _finish(

@@ -117,7 +117,7 @@ def _emails_and_runs(s: Snapshot) -> RenderableType:
         )
         if run.error:
             text += f"; error: {run.error}"
-        lines.append(Text(text, "red" if run.status == "failed" else ""))
+        lines.append(Text(text, "red" if run.status in ("failed", "abandoned") else ""))
     return Group(*lines)
 
 
