@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import smtplib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from models import EmailMessage
 from services.db import SessionFactory
-from services.mail.delivery import DeliveryReport, deliver_messages
+from services.mail.delivery import CLAIM_CHUNK, DeliveryReport, deliver_messages
 from services.mail.transports import FileTransport, SmtpTransport
 
 FROM = "Billing <billing@host.example>"
@@ -221,3 +222,60 @@ def test_a_claimed_message_is_not_sent_by_a_second_delivery(
         "two@example.com",
     ]
     assert {s for s, _, _ in _statuses(db).values()} == {"sent"}
+
+
+def test_a_connection_dropped_mid_chunk_leaves_nothing_in_sending(
+    apply: Apply,
+    publisher: Publisher,
+    session_factory: SessionFactory,
+    smtp: SmtpSink,
+    db: Session,
+) -> None:
+    """Claims come CLAIM_CHUNK at a time; those claimed but never tried go back to `queued`."""
+    apply("clients.add", payloads.client("C1", email="holder@example.com", send_welcome=False))
+    for number in range(CLAIM_CHUNK + 5):
+        apply(
+            "contacts.add",
+            payloads.contact(f"K{number}", "C1", "general", email=f"k{number}@example.com"),
+        )
+    apply("notifications.send", payloads.notification("C1", "general"))
+    owed = len(publisher.message_ids)
+    assert owed == CLAIM_CHUNK + 6
+
+    class DropsAfterThree:
+        """The real SMTP server; the connection breaks on the fourth message."""
+
+        def __init__(self) -> None:
+            self.inner = SmtpTransport(smtp.url)
+
+        @contextmanager
+        def connect(self) -> Iterator[Any]:
+            with self.inner.connect() as connection:
+                yield Dropping(connection)
+
+    class Dropping:
+        def __init__(self, connection: Any) -> None:
+            self.connection, self.sent = connection, 0
+
+        def send(self, message: Any) -> None:
+            if self.sent == 3:
+                raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+            self.connection.send(message)
+            self.sent += 1
+
+    report = deliver_messages(publisher.message_ids, session_factory, DropsAfterThree(), FROM, 3)
+
+    assert len(report.sent) == 3
+    assert len(report.retry) == owed - 3
+    statuses = [status for status, _, _ in _statuses(db).values()]
+    assert sorted(set(statuses)) == ["queued", "sent"]
+    assert statuses.count("sent") == 3
+    assert len(smtp.wait_for(3)) == 3
+
+    # The next delivery (the task's retry) sends the rest, each once.
+    again = deliver_messages(
+        publisher.message_ids, session_factory, SmtpTransport(smtp.url), FROM, 3
+    )
+    assert len(again.sent) == owed - 3
+    assert len(smtp.wait_for(owed)) == owed
+    assert len({str(m.message["To"]) for m in smtp.messages}) == owed

@@ -19,6 +19,10 @@ from services.mail.compose import compose
 from services.mail.transports import MailTransport
 
 RECORD_SENT_ATTEMPTS = 5
+# Messages claimed per commit. A worker that dies leaves at most this many in `sending`; they
+# were not sent (only the one between the server's 250 and our commit may have been), and the
+# relay requeues them when their lease ends: late, never twice.
+CLAIM_CHUNK = 20
 
 
 @dataclass
@@ -75,9 +79,10 @@ def deliver_messages(
 ) -> DeliveryReport:
     """Send each still-queued message once, over one connection, recording every outcome.
 
-    Each message is claimed (queued -> sending, committed) before its SMTP transaction and
-    marked sent right after the server's 250, so two deliveries of the same ids cannot both
-    send, and a crash can repeat at most the one message between "250" and our commit.
+    Messages are claimed (queued -> sending, committed, CLAIM_CHUNK at a time) before their
+    SMTP transactions and each is marked sent right after the server's 250, so two deliveries
+    of the same ids cannot both send, and a crash can repeat at most the one message between
+    "250" and our commit.
     `critical` wraps each send-and-record so the caller can keep a termination out of it
     (workers/shield.py).
     """
@@ -92,12 +97,15 @@ def deliver_messages(
         )
         if not pending:
             return report
+        claimed: list[EmailMessage] = []
         try:
             with transport.connect() as connection:
-                while pending:
-                    message = _claim(session, pending.pop(0))
-                    if message is None:
-                        continue  # another delivery has it, or it is already done
+                while pending or claimed:
+                    if not claimed:
+                        chunk, pending = pending[:CLAIM_CHUNK], pending[CLAIM_CHUNK:]
+                        claimed = _claim_many(session, chunk)
+                        continue  # an empty claim: another delivery has them all
+                    message = claimed.pop(0)
                     with critical():
                         try:
                             connection.send(compose(message, mail_from))
@@ -110,11 +118,40 @@ def deliver_messages(
         except (smtplib.SMTPException, OSError) as exc:
             # Could not connect, or the connection dropped: what is left was not attempted,
             # but it counts as an attempt so a server that never returns ends in `failed`.
+            for message in claimed:
+                _record_failure(session, message, exc, max_attempts, report)
             for message_id in pending:
-                message = _claim(session, message_id)
-                if message is not None:
-                    _record_failure(session, message, exc, max_attempts, report)
+                unattempted = _claim(session, message_id)
+                if unattempted is not None:
+                    _record_failure(session, unattempted, exc, max_attempts, report)
     return report
+
+
+def _claim_many(session: Session, message_ids: list[str]) -> list[EmailMessage]:
+    """Claim those still queued in one commit; returns them in the order asked."""
+    claimed = set(
+        session.scalars(
+            update(EmailMessage)
+            .where(EmailMessage.id.in_(message_ids), EmailMessage.status == EmailStatus.QUEUED)
+            .values(
+                status=EmailStatus.SENDING,
+                claimed_at=utcnow(),
+                attempts=EmailMessage.attempts + 1,
+                updated_at=utcnow(),
+            )
+            .returning(EmailMessage.id)
+        )
+    )
+    session.commit()
+    if not claimed:
+        return []
+    rows = session.scalars(
+        select(EmailMessage)
+        .where(EmailMessage.id.in_(claimed))
+        .execution_options(populate_existing=True)
+    )
+    by_id = {message.id: message for message in rows}
+    return [by_id[message_id] for message_id in message_ids if message_id in by_id]
 
 
 def _claim(session: Session, message_id: str) -> EmailMessage | None:
