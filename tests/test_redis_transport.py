@@ -146,3 +146,39 @@ def test_an_idle_consumer_takes_a_message_from_any_of_its_queues(
                 connection.drain_events(timeout=5)
     assert received == names
     assert client.hlen("unacked") == 0
+
+
+def test_closing_a_torn_down_channel_leaves_its_messages_for_the_sweep(
+    broker: tuple[RedisServer, Celery, redis.Redis],
+) -> None:
+    """Celery closes its connection when Redis goes away; that close must not stop the worker.
+
+    kombu had already detached the transport (client None) when the channel tried to put its
+    unacknowledged messages back: AttributeError, "Unrecoverable error", a dead worker.
+    """
+    _, app, client = broker
+    app.send_task("clients.add", kwargs=payloads.client("R3"))
+    connection = app.connection_for_read()
+    channel: Any = connection.channel()
+    held: list[Any] = []
+    consumer = Consumer(
+        channel,
+        queues=[app.amqp.queues["events"]],
+        accept=["json"],
+        callbacks=[lambda body, message: held.append(message)],
+    )
+    consumer.consume()
+    connection.drain_events(timeout=5)
+    assert len(held) == 1  # delivered, not acknowledged
+    channel.connection.client = None  # what kombu's connection close had done first
+
+    channel.close()  # kombu's own QoS raised AttributeError here
+
+    assert client.hlen("unacked") == 1
+    assert client.llen("events") == 0
+    time.sleep(VISIBILITY_TIMEOUT + 0.2)
+    with app.connection_for_read() as fresh:
+        sweeper: Any = fresh.channel()
+        sweeper.qos.restore_visible()
+    assert client.llen("events") == 1
+    assert client.hlen("unacked") == 0

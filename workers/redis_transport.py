@@ -99,8 +99,37 @@ return false
 WAIT_SECONDS = 0.1
 
 
+class QoS(kombu_redis.QoS):
+    """Survives being asked to put messages back when the connection is already gone.
+
+    When Redis goes away, Celery closes its broker connection, and closing the channel puts
+    the worker's unacknowledged messages back on their queues. Redis is down then, or (as the
+    fault suite's Redis restart test found) kombu has already detached the transport from its
+    connection, and building a Redis client raises AttributeError. kombu lets that escape,
+    Celery calls it an "Unrecoverable error" and the worker stops for good. The messages are
+    still in the unacked hash: any worker's periodic sweep puts them back after the visibility
+    timeout, so here they are left to it.
+    """
+
+    def restore_unacked(self, client: Any = None) -> Any:
+        channel: Any = self.channel
+        try:
+            return super().restore_unacked(client)
+        except (AttributeError, *channel.connection_errors) as exc:
+            delivered: dict[str, Any] = self._delivered or {}
+            log.warning(
+                "left %d unacknowledged message(s) for the visibility-timeout sweep: %s: %s",
+                len(delivered),
+                type(exc).__name__,
+                exc,
+            )
+            delivered.clear()
+            return None
+
+
 class Channel(kombu_redis.Channel):
     Message = CheckedMessage
+    QoS = QoS
 
     # Which command the pending reply answers: EVAL (pop and record) or BLMOVE (wait).
     _sent: str | None = None
