@@ -38,6 +38,7 @@ FAULT_SETTINGS = {
     "retry_backoff_max": "1",
     "redis_visibility_timeout": "5",
     "redis_restore_interval": "1",
+    "redis_restore_lock_seconds": "5",
     "outbox_relay_seconds": "1",
     "outbox_min_age_seconds": "2",
     "sending_lease_seconds": "5",

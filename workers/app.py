@@ -107,6 +107,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": settings.redis_visibility_timeout,
             "unacked_restore_interval": settings.redis_restore_interval,
             "unacked_restore_throttle": 1,
+            # A scan holds a lock in Redis; if Redis stops mid-scan the lock outlives it and
+            # no worker scans (restores a dead worker's messages) until it expires.
+            "unacked_mutex_expire": settings.redis_restore_lock_seconds,
             # Read by workers/redis_transport.py: pop and record in one step.
             "reliable_fetch": settings.redis_reliable_fetch,
         }

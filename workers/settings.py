@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     redis_restore_interval: int = Field(
         default=60, description="Seconds between a worker's scans for such messages."
     )
+    redis_restore_lock_seconds: int = Field(
+        default=300,
+        ge=1,
+        description="Expiry of the lock one worker holds while it scans (kombu's "
+        "unacked_mutex_expire): a scan cut off by a Redis outage blocks every scan this long.",
+    )
     outbox_relay_seconds: float = Field(
         default=30.0, description="Beat runs the outbox relay this often."
     )
