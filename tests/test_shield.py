@@ -35,18 +35,26 @@ CHILD = textwrap.dedent(
 
 
 def run_and_terminate(mode: str) -> subprocess.CompletedProcess[str]:
-    child = subprocess.Popen([sys.executable, "-c", CHILD, mode], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "ready"
     child.send_signal(signal.SIGTERM)
-    out, _ = child.communicate(timeout=30)
-    return subprocess.CompletedProcess(child.args, child.returncode, "ready\n" + out)
+    out, err = child.communicate(timeout=30)
+    return subprocess.CompletedProcess(child.args, child.returncode, "ready\n" + out, err)
 
 
 def test_sigterm_in_the_block_is_held_until_the_block_ends() -> None:
     result = run_and_terminate("inside")
     assert result.stdout.splitlines() == ["ready", "finished"]
     assert result.returncode == -signal.SIGTERM
+    # What ops read in the worker log when it happens.
+    assert "SIGTERM held until the email being delivered is recorded" in result.stderr
+    assert "acting on the held SIGTERM" in result.stderr
 
 
 def test_sigterm_outside_the_block_acts_at_once() -> None:

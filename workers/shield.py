@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import FrameType
 from typing import Any
 
@@ -37,8 +37,15 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     global _held
     if _depth:
         _held = signum
+        _say(b"SIGTERM held until the email being delivered is recorded")
         return
     _act(signum, frame)
+
+
+def _say(text: bytes) -> None:
+    # os.write, not logging: a signal handler may run while logging holds its lock.
+    with suppress(OSError):
+        os.write(2, b"[shield pid %d] %s\n" % (os.getpid(), text))
 
 
 def _act(signum: int, frame: FrameType | None) -> None:
@@ -63,4 +70,5 @@ def uninterruptible() -> Iterator[None]:
         _depth -= 1
         if not _depth and _held is not None:
             signum, _held = _held, None
+            _say(b"recorded; acting on the held SIGTERM")
             _act(signum, None)
