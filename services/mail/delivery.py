@@ -118,17 +118,15 @@ def deliver_messages(
         except (smtplib.SMTPException, OSError) as exc:
             # Could not connect, or the connection dropped: what is left was not attempted,
             # but it counts as an attempt so a server that never returns ends in `failed`.
-            for message in claimed:
+            for message in claimed + _claim_many(session, pending):
                 _record_failure(session, message, exc, max_attempts, report)
-            for message_id in pending:
-                unattempted = _claim(session, message_id)
-                if unattempted is not None:
-                    _record_failure(session, unattempted, exc, max_attempts, report)
     return report
 
 
 def _claim_many(session: Session, message_ids: list[str]) -> list[EmailMessage]:
     """Claim those still queued in one commit; returns them in the order asked."""
+    if not message_ids:
+        return []
     claimed = set(
         session.scalars(
             update(EmailMessage)
@@ -152,23 +150,6 @@ def _claim_many(session: Session, message_ids: list[str]) -> list[EmailMessage]:
     )
     by_id = {message.id: message for message in rows}
     return [by_id[message_id] for message_id in message_ids if message_id in by_id]
-
-
-def _claim(session: Session, message_id: str) -> EmailMessage | None:
-    claimed = session.execute(
-        update(EmailMessage)
-        .where(EmailMessage.id == message_id, EmailMessage.status == EmailStatus.QUEUED)
-        .values(
-            status=EmailStatus.SENDING,
-            claimed_at=utcnow(),
-            attempts=EmailMessage.attempts + 1,
-            updated_at=utcnow(),
-        )
-    )
-    session.commit()
-    if getattr(claimed, "rowcount", 0) != 1:
-        return None
-    return session.get(EmailMessage, message_id, populate_existing=True)
 
 
 def _record_sent(session: Session, message: EmailMessage, report: DeliveryReport) -> None:
