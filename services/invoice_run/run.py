@@ -13,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import func, update
+from sqlalchemy import Select, func, update
 
 from models.base import utcnow
+from models.billing import Invoice, Service
 from models.ops import ScheduledRun
 from services import outbox
 from services.db import SessionFactory, UnitOfWork
@@ -28,6 +29,9 @@ from services.invoice_run.schedule import STAGES, NoticeSchedule
 from services.outbox import DELIVER_TASK, Publish
 
 log = logging.getLogger(__name__)
+
+# A row of the pass being paged (a Service or an Invoice): what `after` and `.id` refer to.
+Row = TypeVar("Row", Service, Invoice)
 
 RUN_NAME = "invoices.run"
 # A batch commits within seconds, and each commit moves the run's heartbeat; a `running` run
@@ -92,20 +96,19 @@ def _generate(
     counts: dict[str, Any],
     progress: Progress | None,
 ) -> None:
-    after = ""
-    while True:
-        with UnitOfWork(session_factory) as uow, counting_statements(uow.session) as counter:
-            query = select_services(on, policy.lead_days, after, policy.batch_size)
-            services = list(uow.session.scalars(query))
-            if not services:
-                return
-            generated = generate_batch(uow.session, services, on, policy.lead_days)
-            counts["generated"] += generated.invoices
-            _batch_done(uow, run_id, counts, "generate", counter.count)
-            uow.commit()
-        after = services[-1].id
-        if progress is not None:
-            progress("generate", len(services), counts)
+    def handle(uow: UnitOfWork, services: list[Service]) -> None:
+        generated = generate_batch(uow.session, services, on, policy.lead_days)
+        counts["generated"] += generated.invoices
+
+    _in_batches(
+        session_factory,
+        "generate",
+        lambda after: select_services(on, policy.lead_days, after, policy.batch_size),
+        handle,
+        run_id,
+        counts,
+        progress,
+    )
 
 
 def _notify(
@@ -117,40 +120,62 @@ def _notify(
     counts: dict[str, Any],
     progress: Progress | None,
 ) -> None:
+    def handle(uow: UnitOfWork, invoices: list[Invoice]) -> None:
+        notified = notify_batch(
+            uow.session,
+            invoices,
+            on=on,
+            schedule=policy.schedule,
+            run_id=run_id,
+            company_name=policy.company_name,
+        )
+        staged = []
+        if notified.email_ids:
+            # One delivery per batch; the batches of a run spread over the workers.
+            message = outbox.stage(uow.session, DELIVER_TASK, {"message_ids": notified.email_ids})
+            uow.session.flush()
+            staged.append(message.id)
+        for notice, number in notified.sent.items():
+            counts["notices"][notice] += number
+        counts["skipped"] += notified.skipped
+        counts["no_recipient"] += notified.no_recipient
+        counts["emails"] += len(notified.email_ids)
+        uow.after_commit(partial(outbox.publish_staged, session_factory, staged, publish))
+
+    _in_batches(
+        session_factory,
+        "notify",
+        lambda after: select_invoices(on, policy.schedule, after, policy.batch_size),
+        handle,
+        run_id,
+        counts,
+        progress,
+    )
+
+
+def _in_batches(
+    session_factory: SessionFactory,
+    phase: str,
+    select_batch: Callable[[str], Select[Row]],
+    handle: Callable[[UnitOfWork, list[Row]], None],
+    run_id: int,
+    counts: dict[str, Any],
+    progress: Progress | None,
+) -> None:
+    """Keyset paging by id, one transaction per batch: `handle` does the batch's work, and
+    the run's counts commit with it (see _batch_done)."""
     after = ""
     while True:
         with UnitOfWork(session_factory) as uow, counting_statements(uow.session) as counter:
-            query = select_invoices(on, policy.schedule, after, policy.batch_size)
-            invoices = list(uow.session.scalars(query))
-            if not invoices:
+            rows = list(uow.session.scalars(select_batch(after)))
+            if not rows:
                 return
-            notified = notify_batch(
-                uow.session,
-                invoices,
-                on=on,
-                schedule=policy.schedule,
-                run_id=run_id,
-                company_name=policy.company_name,
-            )
-            staged = []
-            if notified.email_ids:
-                # One delivery per batch; the batches of a run spread over the workers.
-                message = outbox.stage(
-                    uow.session, DELIVER_TASK, {"message_ids": notified.email_ids}
-                )
-                uow.session.flush()
-                staged.append(message.id)
-            for notice, number in notified.sent.items():
-                counts["notices"][notice] += number
-            counts["skipped"] += notified.skipped
-            counts["no_recipient"] += notified.no_recipient
-            counts["emails"] += len(notified.email_ids)
-            _batch_done(uow, run_id, counts, "notify", counter.count)
-            uow.after_commit(partial(outbox.publish_staged, session_factory, staged, publish))
+            handle(uow, rows)
+            _batch_done(uow, run_id, counts, phase, counter.count)
             uow.commit()
-        after = invoices[-1].id
+        after = rows[-1].id
         if progress is not None:
-            progress("notify", len(invoices), counts)
+            progress(phase, len(rows), counts)
 
 
 def _batch_done(
