@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -45,7 +46,8 @@ class SmtpSink:
 
     fail_rcpt maps a lowercase recipient to the reply its RCPT gets; while
     temp_fail_data is above zero, each DATA is refused with a 451 and counts it down; while
-    unavailable_reply is set (e.g. "421 4.3.2 Service not available"), every MAIL gets it.
+    unavailable_reply is set (e.g. "421 4.3.2 Service not available"), every MAIL gets it;
+    data_delay holds each DATA reply back that many seconds (wait_for_data() sees it start).
     """
 
     def __init__(self) -> None:
@@ -53,6 +55,8 @@ class SmtpSink:
         self.fail_rcpt: dict[str, str] = {}
         self.temp_fail_data = 0
         self.unavailable_reply: str | None = None
+        self.data_delay = 0.0
+        self._data_started = 0
         self._messages: list[Received] = []
         self._connections = 0
         self._changed = threading.Condition()
@@ -99,6 +103,14 @@ class SmtpSink:
             self.fail_rcpt.clear()
             self.temp_fail_data = 0
             self.unavailable_reply = None
+            self.data_delay = 0.0
+            self._data_started = 0
+
+    def wait_for_data(self, count: int = 1, timeout: float = 30.0) -> None:
+        """Block until the server has been sent at least count messages (DATA received)."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._data_started >= count, timeout):
+                raise AssertionError(f"no DATA reached {self.url} within {timeout}s")
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[Received]:
         """Block until at least count messages arrived and return all of them."""
@@ -144,6 +156,11 @@ class SmtpSink:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self._changed:
+            self._data_started += 1
+            self._changed.notify_all()
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         with self._changed:
             if self.temp_fail_data > 0:
                 self.temp_fail_data -= 1

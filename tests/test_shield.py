@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+
+import payloads
+import pytest
+from smtp_sink import SmtpSink
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from worker_process import WorkerProcess, wait_until, worker_fixture
+
+from models.emails import EmailMessage, EmailStatus
 
 CHILD = textwrap.dedent(
     """
@@ -67,3 +77,43 @@ def test_a_handler_installed_before_runs_once_the_block_ends() -> None:
     result = run_and_terminate("previous-handler")
     assert result.stdout.splitlines() == ["ready", "finished", "previous handler ran"]
     assert result.returncode == 3
+
+
+# One pool process, so the welcome email is delivered by the process the test terminates.
+worker = worker_fixture(concurrency=1)
+
+
+@pytest.mark.worker
+def test_a_pool_process_terminated_mid_send_records_the_email_first(
+    worker: WorkerProcess, smtp: SmtpSink
+) -> None:
+    # What Celery does to a running late-ack task when the broker connection drops: SIGTERM
+    # its pool process. billiard installs its own SIGTERM handler in every pool process after
+    # Celery's initializer, so this only passes if the shield is in place where it matters.
+    [pool_pid] = worker.pool_pids()
+    smtp.data_delay = 2.0  # the server is slow to say 250: the SIGTERM lands in between
+    worker.publish("clients.add", payloads.client("C1"))
+    smtp.wait_for_data()
+    os.kill(pool_pid, signal.SIGTERM)
+
+    def status(session: Session) -> str | None:
+        found = session.scalars(select(EmailMessage.status)).all()
+        return found[0] if found == [EmailStatus.SENT] else None
+
+    # Recorded as sent, not left in `sending` for the relay to send again.
+    worker.wait_for_db(status, "the welcome email recorded as sent", timeout=20)
+    wait_until(lambda: not _alive(pool_pid), f"pool process {pool_pid} to exit", timeout=20)
+    log = worker.log_text()
+    assert f"[shield pid {pool_pid}] SIGTERM held" in log
+    assert f"[shield pid {pool_pid}] recorded; acting on the held SIGTERM" in log
+    worker.wait_idle()
+    assert len(smtp.messages) == 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers signal 0 until its parent reaps it; billiard reaps promptly.
+    return True

@@ -141,10 +141,9 @@ def _prepare_worker(**_: Any) -> None:
 
 @signals.worker_process_init.connect
 def _fresh_resources_in_child(**_: Any) -> None:
-    from workers import runtime, shield
+    from workers import runtime
 
     runtime.forget_after_fork()
-    shield.install()
 
 
 def create_app(settings: Settings | None = None) -> Celery:

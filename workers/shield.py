@@ -8,6 +8,13 @@ expires; the fault suite's Redis restart test saw exactly that. Inside `uninterr
 SIGTERM is held and acted on as soon as the block ends, so the window only stays open to
 SIGKILL. The block is short: one SMTP transaction (bounded by CLIENTFLOW_SMTP_TIMEOUT) and
 one commit.
+
+The block installs the handler itself, each time it is entered. A handler installed when the
+pool process starts (worker_process_init) does not survive: billiard runs Celery's process
+initializer first and then replaces every terminate handler with its own (reset_signals), so
+the shield was silently gone in every real pool process while its subprocess tests passed.
+Whatever handler is in place at entry (billiard's, which exits the process) is the one acted
+on when the block ends.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ _previous: Any = signal.SIG_DFL
 
 
 def install() -> None:
-    """In a pool process: route SIGTERM through the shield (idempotent)."""
+    """Route SIGTERM through the shield, keeping the current handler to act on (idempotent)."""
     global _previous
     current = signal.getsignal(signal.SIGTERM)
     if current is not _on_sigterm:
@@ -61,8 +68,10 @@ def _act(signum: int, frame: FrameType | None) -> None:
 
 @contextmanager
 def uninterruptible() -> Iterator[None]:
-    """Hold SIGTERM until the block ends (nesting allowed); without install() a no-op."""
+    """Hold SIGTERM until the block ends (nesting allowed)."""
     global _depth, _held
+    if not _depth:
+        install()
     _depth += 1
     try:
         yield
