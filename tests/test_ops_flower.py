@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from worker_process import WorkerProcess, wait_until, worker_fixture
 
 pytestmark = pytest.mark.worker
 
+CREDENTIALS = "ops:test-secret"
+
 stopped_worker = worker_fixture(name="stopped_worker", start=False)
 
 
@@ -26,8 +29,9 @@ def flower(stopped_worker: WorkerProcess) -> Iterator[str]:
     """A real `celery -A workers.app flower` on the worker's broker; yields its base URL."""
     port = free_port()
     env = ops_env(stopped_worker)
-    # Flower 2 serves its HTTP API only with authentication configured, or with this set.
-    env["FLOWER_UNAUTHENTICATED_API"] = "true"
+    # Flower 2 serves its HTTP API only with authentication configured: basic auth, as
+    # docker-compose.yml configures it.
+    env["FLOWER_BASIC_AUTH"] = CREDENTIALS
     log = stopped_worker.workdir.parent / "flower.log"
     stopped_worker.workdir.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
@@ -65,8 +69,10 @@ def flower(stopped_worker: WorkerProcess) -> Iterator[str]:
 
 
 def _get(url: str) -> Any:
+    token = base64.b64encode(CREDENTIALS.encode()).decode()
+    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             body = response.read().decode()
     except (urllib.error.URLError, ConnectionError):
         return None
@@ -113,3 +119,9 @@ def test_flower_sees_our_worker_and_a_processed_task(
     (task,) = wait_until(processed, "the clients.add task as SUCCESS in Flower's /api/tasks")
     assert task["worker"] == worker.hostname
     assert payload["event_id"] in str(task.get("kwargs"))
+
+
+def test_the_api_refuses_a_request_without_credentials(flower: str) -> None:
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{flower}/api/workers", timeout=10)
+    assert refused.value.code == 401

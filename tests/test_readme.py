@@ -10,10 +10,11 @@ from smtp_sink import SmtpSink
 from worker_process import WorkerProcess, worker_fixture
 
 from models.clients import Contact
+from workers.ops.queues import read_queues
 
 pytestmark = pytest.mark.worker
 
-worker = worker_fixture()
+worker = worker_fixture(start=False)
 
 
 def publishing_example(repo_root: Path) -> str:
@@ -32,6 +33,12 @@ def test_readme_publishing_example_runs_as_written(
     # The only change: the test's Redis database instead of the reader's.
     exec(compile(code.replace("redis://127.0.0.1:6379/0", worker.broker_url), "README", "exec"))
 
+    # Published before any worker runs: both wait in `events`, and ops can tell for how long.
+    [events] = [queue for queue in read_queues(worker.app) if queue.name == "events"]
+    assert events.depth == 2
+    assert events.oldest_published_at is not None
+
+    worker.start()
     worker.wait_applied("crm-2026-000123", "crm-2026-000124")
     welcome = smtp.wait_for(1)[0].message
     assert welcome["To"] == "Ada Lovelace <ada@analytical.example>"

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 
 import payloads
 import pytest
@@ -44,7 +45,18 @@ CHILD = textwrap.dedent(
 )
 
 
-def run_and_terminate(mode: str) -> subprocess.CompletedProcess[str]:
+HELD_NOTICE = "SIGTERM held while an email was sent and recorded; acting on it now (pid {pid})"
+
+
+@dataclass(frozen=True)
+class Terminated:
+    pid: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_and_terminate(mode: str) -> Terminated:
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, mode],
         stdout=subprocess.PIPE,
@@ -55,7 +67,7 @@ def run_and_terminate(mode: str) -> subprocess.CompletedProcess[str]:
     assert child.stdout.readline().strip() == "ready"
     child.send_signal(signal.SIGTERM)
     out, err = child.communicate(timeout=30)
-    return subprocess.CompletedProcess(child.args, child.returncode, "ready\n" + out, err)
+    return Terminated(child.pid, child.returncode, "ready\n" + out, err)
 
 
 def test_sigterm_in_the_block_is_held_until_the_block_ends() -> None:
@@ -63,8 +75,7 @@ def test_sigterm_in_the_block_is_held_until_the_block_ends() -> None:
     assert result.stdout.splitlines() == ["ready", "finished"]
     assert result.returncode == -signal.SIGTERM
     # What ops read in the worker log when it happens.
-    assert "SIGTERM held until the email being delivered is recorded" in result.stderr
-    assert "acting on the held SIGTERM" in result.stderr
+    assert HELD_NOTICE.format(pid=result.pid) in result.stderr
 
 
 def test_sigterm_outside_the_block_acts_at_once() -> None:
@@ -103,9 +114,7 @@ def test_a_pool_process_terminated_mid_send_records_the_email_first(
     # Recorded as sent, not left in `sending` for the relay to send again.
     worker.wait_for_db(status, "the welcome email recorded as sent", timeout=20)
     wait_until(lambda: not _alive(pool_pid), f"pool process {pool_pid} to exit", timeout=20)
-    log = worker.log_text()
-    assert f"[shield pid {pool_pid}] SIGTERM held" in log
-    assert f"[shield pid {pool_pid}] recorded; acting on the held SIGTERM" in log
+    assert HELD_NOTICE.format(pid=pool_pid) in worker.log_text()
     worker.wait_idle()
     assert len(smtp.messages) == 1
 

@@ -19,12 +19,15 @@ on when the block ends.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _depth = 0
 _held: int | None = None
@@ -43,16 +46,11 @@ def install() -> None:
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     global _held
     if _depth:
+        # Nothing logged here: a signal handler may run while logging holds its lock. The
+        # block's end says it, through logging, so JSON logs carry it with the task's ids.
         _held = signum
-        _say(b"SIGTERM held until the email being delivered is recorded")
         return
     _act(signum, frame)
-
-
-def _say(text: bytes) -> None:
-    # os.write, not logging: a signal handler may run while logging holds its lock.
-    with suppress(OSError):
-        os.write(2, b"[shield pid %d] %s\n" % (os.getpid(), text))
 
 
 def _act(signum: int, frame: FrameType | None) -> None:
@@ -79,5 +77,8 @@ def uninterruptible() -> Iterator[None]:
         _depth -= 1
         if not _depth and _held is not None:
             signum, _held = _held, None
-            _say(b"recorded; acting on the held SIGTERM")
+            log.warning(
+                "SIGTERM held while an email was sent and recorded; acting on it now (pid %d)",
+                os.getpid(),
+            )
             _act(signum, None)
