@@ -14,13 +14,13 @@ MAX_PAYLOAD_CHARS = 65_536
 MAX_REASON_CHARS = 4_000
 
 
-def describe_validation_error(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError, what: str = "invalid event") -> str:
     """One line per problem, `field: message`, without echoing the (possibly huge) input."""
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
         location = ".".join(str(part) for part in error["loc"]) or "payload"
         problems.append(f"{location}: {error['msg']}")
-    return "invalid event: " + "; ".join(problems)
+    return f"{what}: " + "; ".join(problems)
 
 
 def printable(text: str, limit: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import Task
+from pydantic import BaseModel, ConfigDict
 
 from services.mail.delivery import deliver_messages
 from tasks.failures import retry_or_bury
@@ -12,12 +13,20 @@ from workers.app import app
 from workers.settings import get_settings
 
 
+# Published by our own code, but a message can be hand-published or corrupted: checked, so a
+# malformed one is buried with a reason that says so instead of a database error.
+class DeliverArguments(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    message_ids: list[str]
+
+
 @app.task(name="emails.deliver", bind=True, max_retries=None)
 def deliver(self: Task[..., dict[str, int]], message_ids: list[str]) -> dict[str, int]:
     settings = get_settings()
     try:
         report = deliver_messages(
-            message_ids,
+            DeliverArguments(message_ids=message_ids).message_ids,
             runtime.session_factory(),
             runtime.mail_transport(),
             settings.mail_from,

@@ -6,8 +6,10 @@ import json
 from typing import Any, NoReturn
 
 from celery import Task
+from pydantic import ValidationError
 
 from services.dead_letters import error_entry, record_dead_letter
+from services.rejections import describe_validation_error
 from tasks.retry import backoff_seconds, is_transient
 from workers import runtime
 from workers.settings import get_settings
@@ -28,7 +30,10 @@ def retry_or_bury(task: Task[..., Any], kwargs: dict[str, Any], exc: Exception) 
             max_retries=limit,
             headers={ERRORS_HEADER: json.dumps(errors)},
         ) from exc
-    if is_transient(exc):
+    if isinstance(exc, ValidationError):
+        # Our own tasks' arguments, malformed (a hand-published or corrupted message).
+        reason = describe_validation_error(exc, "invalid arguments, not retried")
+    elif is_transient(exc):
         reason = f"gave up after {request.retries + 1} attempts: {errors[-1]['error']}"
     else:
         reason = f"unexpected error, not retried: {errors[-1]['error']}"

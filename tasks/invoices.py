@@ -6,6 +6,7 @@ from datetime import date
 from typing import Any
 
 from celery import Task
+from pydantic import BaseModel, ValidationError
 
 from models.base import utcnow
 from services.invoice_run.run import run_invoices
@@ -14,6 +15,12 @@ from tasks.failures import retry_or_bury
 from workers import runtime
 from workers.app import app
 from workers.policy import invoice_run_policy
+
+
+# An ISO date ("2026-11-25"); anything else is buried with a reason, not failed silently.
+class RunArguments(BaseModel):
+    run_date: date
+
 
 upsert = event_task("invoices.upsert")
 record_payment = event_task("invoices.record_payment")
@@ -25,12 +32,15 @@ def run(self: Task[..., dict[str, Any]], run_date: str | None = None) -> dict[st
 
     Safe to run twice, at once or after a crash: every notice is claimed by a unique row.
     """
-    # Fixed before any retry, so a run retried after midnight still runs for its own day.
-    on = date.fromisoformat(run_date) if run_date else utcnow().date()
+    try:
+        on = RunArguments(run_date=run_date).run_date if run_date is not None else utcnow().date()
+    except ValidationError as exc:
+        retry_or_bury(self, {"run_date": run_date}, exc)
     try:
         finished = run_invoices(
             runtime.session_factory(), runtime.publish, invoice_run_policy(), on
         )
     except Exception as exc:
+        # Retried with the date fixed, so a run retried after midnight runs for its own day.
         retry_or_bury(self, {"run_date": on.isoformat()}, exc)
     return {"run_id": finished.id, **finished.counts}

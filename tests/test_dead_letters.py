@@ -12,6 +12,7 @@ import pytest
 from conftest import Apply, Publisher
 from smtp_sink import SmtpSink
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from worker_process import WorkerProcess, wait_until, worker_fixture
 
 from models import DeadLetter, ProcessedEvent
@@ -131,18 +132,28 @@ def test_exhausted_retries_land_in_the_dlq_and_replay_applies_once(
 
 
 @pytest.mark.worker
-def test_an_unexpected_error_is_buried_at_once_and_the_worker_goes_on(
+def test_malformed_task_arguments_are_buried_at_once_and_the_worker_goes_on(
     impatient_worker: WorkerProcess, smtp: SmtpSink
 ) -> None:
     worker = impatient_worker
     worker.publish("emails.deliver", {"message_ids": 5})
+    worker.publish("invoices.run", {"run_date": "the first of March"})
     payload = payloads.client("C1")
     worker.publish("clients.add", payload)
 
-    (letter,) = worker.wait_for_db(lambda s: list(s.scalars(select(DeadLetter))), "a letter")
-    assert letter.task_name == "emails.deliver"
-    assert letter.reason.startswith("unexpected error, not retried: ArgumentError")
-    assert len(letter.errors) == 1
+    def letters(session: Session) -> dict[str, DeadLetter]:
+        found = {letter.task_name: letter for letter in session.scalars(select(DeadLetter))}
+        return found if len(found) == 2 else {}
+
+    buried = worker.wait_for_db(letters, "two dead letters")
+    assert buried["emails.deliver"].reason == (
+        "invalid arguments, not retried: message_ids: Input should be a valid list"
+    )
+    assert buried["invoices.run"].reason.startswith(
+        "invalid arguments, not retried: run_date: Input should be a valid date"
+    )
+    assert buried["invoices.run"].kwargs == {"run_date": "the first of March"}
+    assert all(len(letter.errors) == 1 for letter in buried.values())
     worker.wait_applied(payload["event_id"])
     wait_until(lambda: len(smtp.messages) == 1, "the welcome email")
     assert worker.alive
