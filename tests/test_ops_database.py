@@ -41,6 +41,24 @@ def test_outcomes_of_one_minute_add_up_in_one_row(session_factory: SessionFactor
     ]
 
 
+@pytest.mark.parametrize(
+    ("state", "result", "outcome"),
+    [
+        ("SUCCESS", "applied", "succeeded"),
+        ("SUCCESS", "duplicate", "succeeded"),
+        ("SUCCESS", {"sent": 1, "failed": 0}, "succeeded"),
+        ("SUCCESS", "rejected", "rejected"),
+        ("FAILURE", "rejected", "failed"),
+        ("RETRY", None, "retried"),
+        ("REVOKED", None, None),
+    ],
+)
+def test_a_run_that_refused_its_event_counts_as_rejected(
+    state: str, result: object, outcome: str | None
+) -> None:
+    assert stats.outcome_of(state, result) == outcome
+
+
 def test_unknown_outcome_is_refused(session_factory: SessionFactory) -> None:
     with pytest.raises(ValueError, match="unknown outcome"):
         stats.record_outcome(session_factory, "clients.add", "exploded", 0.1)
@@ -57,13 +75,24 @@ def test_last_hour_sums_per_task_and_leaves_older_minutes_out(
     stats.record_outcome(
         session_factory, "clients.add", "failed", 0.5, at=NOW - timedelta(minutes=59)
     )
+    stats.record_outcome(session_factory, "clients.add", "rejected", 0.1, at=NOW)
 
     assert stats.last_hour(db, NOW) == [
         TaskOutcomes(
-            task_name="clients.add", succeeded=0, failed=1, retried=0, runtime_avg_seconds=0.5
+            task_name="clients.add",
+            succeeded=0,
+            rejected=1,
+            failed=1,
+            retried=0,
+            runtime_avg_seconds=0.3,
         ),
         TaskOutcomes(
-            task_name="emails.deliver", succeeded=2, failed=0, retried=1, runtime_avg_seconds=2.0
+            task_name="emails.deliver",
+            succeeded=2,
+            rejected=0,
+            failed=0,
+            retried=1,
+            runtime_avg_seconds=2.0,
         ),
     ]
     totals = {
@@ -71,6 +100,7 @@ def test_last_hour_sums_per_task_and_leaves_older_minutes_out(
     }
     assert totals == {
         ("clients.add", "failed"): (1, 0.5),
+        ("clients.add", "rejected"): (1, 0.1),
         ("emails.deliver", "failed"): (1, 9.0),
         ("emails.deliver", "retried"): (1, 2.0),
         ("emails.deliver", "succeeded"): (2, 4.0),

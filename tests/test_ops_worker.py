@@ -110,22 +110,25 @@ def test_queue_depth_is_what_was_published_while_no_worker_runs(
     assert snapshot.emails.sent == 5
 
 
-def test_a_failed_and_a_retried_task_show_in_status_and_exporter(
+def test_failed_retried_and_rejected_runs_show_in_status_and_exporter(
     worker_without_smtp: WorkerProcess,
 ) -> None:
     worker = worker_without_smtp
     worker.publish("emails.deliver", {"message_ids": 5})  # not a list: fails, not retried
     payload = payloads.client("C1")
     worker.publish("clients.add", payload)  # its welcome email meets no SMTP server: retried
+    worker.publish("clients.add", payloads.client("C2", country="XX"))  # refused: rejected
     worker.wait_applied(payload["event_id"])
+    worker.wait_rejected(1)
     wait_until(lambda: counted(worker, "emails.deliver", "failed") == 1, "the failure counted")
     wait_until(lambda: counted(worker, "emails.deliver", "retried") >= 1, "a retry counted")
+    wait_until(lambda: counted(worker, "clients.add", "rejected") == 1, "the refusal counted")
 
     snapshot = status_json(worker)
     outcomes = {t.task_name: t for t in snapshot.tasks_last_hour or []}
     assert outcomes["emails.deliver"].failed == 1
     assert outcomes["emails.deliver"].retried >= 1
-    assert outcomes["clients.add"].succeeded == 1
+    assert (outcomes["clients.add"].succeeded, outcomes["clients.add"].rejected) == (1, 1)
     assert snapshot.dead_letters is not None
     assert snapshot.dead_letters.total == 1
     (reason,) = snapshot.dead_letters.by_reason
@@ -149,6 +152,12 @@ def test_a_failed_and_a_retried_task_show_in_status_and_exporter(
             ("clientflow_task_outcomes_total", (("outcome", "retried"), ("task", "emails.deliver")))
         ]
         >= 1
+    )
+    assert (
+        samples[
+            ("clientflow_task_outcomes_total", (("outcome", "rejected"), ("task", "clients.add")))
+        ]
+        == 1
     )
     assert (
         samples[

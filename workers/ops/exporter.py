@@ -91,7 +91,7 @@ class ClientflowCollector:
 
         runs = CounterMetricFamily(
             "clientflow_task_outcomes",
-            "Task runs by final state (succeeded, failed, retried), from task_stats.",
+            "Task runs by outcome (succeeded, rejected, failed, retried), from task_stats.",
             labels=["task", "outcome"],
         )
         runtime = CounterMetricFamily(

@@ -15,7 +15,7 @@ from celery import Task, signals
 from workers import runtime
 from workers.ops import json_logs
 from workers.ops.queues import PUBLISHED_AT_HEADER
-from workers.ops.stats import OUTCOME_OF_STATE, record_outcome
+from workers.ops.stats import outcome_of, record_outcome
 from workers.settings import get_settings
 
 # A task published while another runs (an event's email delivery) inherits its event id,
@@ -48,9 +48,15 @@ def _task_started(
 
 
 @signals.task_postrun.connect
-def _task_finished(task_id: str, task: Task[..., Any], state: str | None = None, **_: Any) -> None:
+def _task_finished(
+    task_id: str,
+    task: Task[..., Any],
+    state: str | None = None,
+    retval: object = None,
+    **_: Any,
+) -> None:
     started = _started.pop(task_id, None)
-    outcome = OUTCOME_OF_STATE.get(state or "")
+    outcome = outcome_of(state, retval)
     try:
         if outcome is not None and started is not None:
             record_outcome(

@@ -62,18 +62,19 @@ def _tasks(s: Snapshot) -> RenderableType:
     if s.tasks_last_hour is None:
         return Text("Tasks in the last hour: n/a", "red")
     table = Table(title="Tasks in the last hour", title_justify="left")
-    for column in ("task", "succeeded", "failed", "retried", "mean runtime"):
+    for column in ("task", "succeeded", "rejected", "failed", "retried", "mean runtime"):
         table.add_column(column, justify="left" if column == "task" else "right")
     for t in s.tasks_last_hour:
         table.add_row(
             t.task_name,
             str(t.succeeded),
+            Text(str(t.rejected), "yellow" if t.rejected else ""),
             Text(str(t.failed), "bold red" if t.failed else ""),
             str(t.retried),
             _duration(t.runtime_avg_seconds) if t.runtime_avg_seconds is not None else "-",
         )
     if not s.tasks_last_hour:
-        table.add_row("(none)", "0", "0", "0", "-")
+        table.add_row("(none)", "0", "0", "0", "0", "-")
     return table
 
 

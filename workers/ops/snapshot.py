@@ -49,6 +49,7 @@ class WorkerState(Part):
 class TaskOutcomes(Part):
     task_name: str
     succeeded: int
+    rejected: int
     failed: int
     retried: int
     runtime_avg_seconds: float | None

@@ -15,9 +15,22 @@ from models.ops import TaskStat
 from services.db import SessionFactory
 from workers.ops.snapshot import TaskOutcomes
 
-OUTCOMES = ("succeeded", "failed", "retried")
+OUTCOMES = ("succeeded", "rejected", "failed", "retried")
 # Celery's final state of one run of a task -> our outcome; other states are not counted.
 OUTCOME_OF_STATE = {"SUCCESS": "succeeded", "FAILURE": "failed", "RETRY": "retried"}
+# What an event task returns when it refused its event (recorded in rejected_events). Celery
+# calls that a success; on call, 'succeeded' should mean the change was made.
+REJECTED_RESULT = "rejected"
+
+
+def outcome_of(state: str | None, result: object) -> str | None:
+    """Our outcome of one finished task run, or None for states not counted."""
+    outcome = OUTCOME_OF_STATE.get(state or "")
+    if outcome == "succeeded" and result == REJECTED_RESULT:
+        return "rejected"
+    return outcome
+
+
 # The bucket that holds every compacted minute: one all-time row per task and outcome.
 ALL_EARLIER = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -85,7 +98,7 @@ def compact(session_factory: SessionFactory, keep: timedelta, now: datetime | No
 
 
 def outcomes_since(session: Session, since: datetime) -> list[TaskOutcomes]:
-    """Per task name: runs that succeeded, failed, were retried since `since`, and mean runtime."""
+    """Per task name: runs by outcome since `since`, and mean runtime."""
     rows = session.execute(
         select(
             TaskStat.task_name,
