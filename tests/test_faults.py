@@ -144,9 +144,6 @@ def test_worker_killed_with_sigkill_mid_stream(rig: Rig) -> None:
     assert sum(result.duplicated.values()) <= 4 * 2
 
 
-# About 1 run in 10 still fails (two causes not yet found, see the README's fault suite
-# section); kept out of `make test`, run by `make faults`.
-@pytest.mark.unstable
 def test_redis_stopped_for_ten_seconds_mid_stream(rig: Rig) -> None:
     def outage() -> dict[str, object]:
         wait_for_progress(rig.sessions, 500)
