@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from dataclasses import dataclass
 
 import payloads
@@ -82,6 +83,27 @@ def test_sigterm_outside_the_block_acts_at_once() -> None:
     result = run_and_terminate("outside")
     assert result.stdout.splitlines() == ["ready"]
     assert result.returncode == -signal.SIGTERM
+
+
+def test_in_another_thread_the_block_just_runs() -> None:
+    # --pool threads runs tasks outside the main thread, where signal.signal() raises.
+    from workers import shield
+
+    ran: list[str] = []
+    errors: list[BaseException] = []
+
+    def deliver() -> None:
+        try:
+            with shield.uninterruptible():
+                ran.append("sent and recorded")
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=deliver)
+    thread.start()
+    thread.join(timeout=10)
+    assert (ran, errors) == (["sent and recorded"], [])
+    assert signal.getsignal(signal.SIGTERM) is not shield._on_sigterm
 
 
 def test_a_handler_installed_before_runs_once_the_block_ends() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -68,6 +69,11 @@ def _act(signum: int, frame: FrameType | None) -> None:
 def uninterruptible() -> Iterator[None]:
     """Hold SIGTERM until the block ends (nesting allowed)."""
     global _depth, _held
+    if threading.current_thread() is not threading.main_thread():
+        # Python runs signal handlers in the main thread only, and only it may install one: a
+        # task in a thread pool (--pool threads) has no SIGTERM of its own to hold.
+        yield
+        return
     if not _depth:
         install()
     _depth += 1
