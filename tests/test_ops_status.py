@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from servers import free_port
 from test_cli import run_cli
 
@@ -15,6 +16,7 @@ from services.db import make_engine, make_session_factory
 from workers import migrate
 from workers.app import create_app
 from workers.ops.ping import on_host
+from workers.ops.render import render
 from workers.ops.snapshot import Snapshot
 from workers.ops.status import build_snapshot
 from workers.settings import Settings
@@ -110,11 +112,28 @@ def test_the_readme_documents_exactly_the_json_fields(repo_root: Path) -> None:
     assert documented_fields(repo_root) == model_fields(schema, schema)
 
 
-def test_the_readme_example_is_valid_output(repo_root: Path) -> None:
+def readme_example(repo_root: Path) -> str:
     readme = (repo_root / "README.md").read_text()
     section = readme.split("#### `clientflow ops status --json`", 1)[1]
     match = re.search(r"```json\n(.*?)```", section, re.S)
     assert match, "the README lost its ops status --json example"
-    example = Snapshot.model_validate_json(match.group(1))
-    assert json.loads(example.model_dump_json()) == json.loads(match.group(1))
+    return match.group(1)
+
+
+def test_the_readme_example_is_valid_output(repo_root: Path) -> None:
+    text = readme_example(repo_root)
+    example = Snapshot.model_validate_json(text)
+    assert json.loads(example.model_dump_json()) == json.loads(text)
     assert example.taken_at < utcnow()
+
+
+def test_the_tables_show_a_runs_breakdowns_by_their_non_zero_parts(repo_root: Path) -> None:
+    example = Snapshot.model_validate_json(readme_example(repo_root))
+    console = Console(width=400, record=True, color_system=None)
+    console.print(render(example))
+    text = console.export_text()
+    assert (
+        "generated 118, notices invoice_created 118 / payment_reminder 40 / overdue_first 6, "
+        "skipped 0, no_recipient 1, emails 163, batches generate 1 / notify 1"
+    ) in text
+    assert "{" not in text

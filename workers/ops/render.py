@@ -46,7 +46,8 @@ def _workers(s: Snapshot) -> RenderableType:
         return Text("Workers: none online", "bold red")
     table = Table(title=f"Workers online: {len(s.workers)}", title_justify="left")
     for column in ("worker", "queues", "active", "scheduled", "running now"):
-        table.add_column(column, overflow="fold")
+        numeric = column in ("active", "scheduled")
+        table.add_column(column, overflow="fold", justify="right" if numeric else "left")
     for w in s.workers:
         running = "\n".join(
             f"{t.name} {t.id[:8]}"
@@ -111,7 +112,7 @@ def _emails_and_runs(s: Snapshot) -> RenderableType:
     if run is None:
         lines.append(Text("Last invoice run: none recorded"))
     else:
-        counts = ", ".join(f"{k} {v}" for k, v in run.counts.items()) or "no counts"
+        counts = ", ".join(f"{k} {_count(v)}" for k, v in run.counts.items()) or "no counts"
         text = (
             f"Last invoice run: {run.status}, started {_when(run.started_at)}, "
             f"finished {_when(run.finished_at)}, {counts}"
@@ -120,6 +121,14 @@ def _emails_and_runs(s: Snapshot) -> RenderableType:
             text += f"; error: {run.error}"
         lines.append(Text(text, "red" if run.status in ("failed", "abandoned") else ""))
     return Group(*lines)
+
+
+def _count(value: object) -> str:
+    """A run's count; a breakdown (notices by kind, batches by pass) shows its non-zero parts."""
+    if isinstance(value, dict):
+        parts = [f"{k} {v}" for k, v in value.items() if v]
+        return " / ".join(parts) if parts else "0"
+    return str(value)
 
 
 def _n(value: int | None) -> str:

@@ -23,15 +23,19 @@ from workers.ops.snapshot import QueueState, Snapshot
 def build_snapshot(
     app: Celery, session_factory: SessionFactory, *, inspect_timeout: float = INSPECT_TIMEOUT
 ) -> Snapshot:
-    taken_at = utcnow()
     problems: list[str] = []
     readings: list[QueueReading] | None = None
     seen: WorkersSeen | None = None
     try:
-        readings = read_queues(app)
+        # The workers first: a ping waits out its whole timeout. The queues and the database
+        # are then read within moments of taken_at, so their figures agree with each other.
         seen = inspect_workers(app, inspect_timeout)
+        taken_at = utcnow()
+        readings = read_queues(app)
     except Exception as exc:  # any transport error: report it, show the rest
         problems.append(f"broker: {_first_line(exc)}")
+    if readings is None:
+        taken_at = utcnow()
     parts: dict[str, Any] = {}
     try:
         with session_factory() as session:
