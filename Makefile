@@ -29,8 +29,8 @@ typecheck: install
 pytest: install
 	$(BIN)/pytest
 
-# The whole fault suite, with each test's FAULTS line, including the test kept out of
-# `make test` while it still fails now and then.
+# The whole fault suite, with each test's FAULTS line; also runs a fault test marked
+# `unstable` (kept out of `make test` while it fails now and then; none is at present).
 faults: install
 	$(BIN)/pytest -m faults -s
 

@@ -13,20 +13,23 @@ from sqlalchemy.orm import Session
 from models.base import utcnow
 from models.ops import TaskStat
 from services.db import SessionFactory
+from services.dispatch import Outcome
 from workers.ops.snapshot import TaskOutcomes
 
 OUTCOMES = ("succeeded", "rejected", "failed", "retried")
 # Celery's final state of one run of a task -> our outcome; other states are not counted.
 OUTCOME_OF_STATE = {"SUCCESS": "succeeded", "FAILURE": "failed", "RETRY": "retried"}
-# What an event task returns when it refused its event (recorded in rejected_events). Celery
-# calls that a success; on call, 'succeeded' should mean the change was made.
-REJECTED_RESULT = "rejected"
 
 
 def outcome_of(state: str | None, result: object) -> str | None:
-    """Our outcome of one finished task run, or None for states not counted."""
+    """Our outcome of one finished task run, or None for states not counted.
+
+    An event task that refused its event (recorded in rejected_events) returns
+    Outcome.REJECTED; Celery calls that a success, but on call 'succeeded' should mean the
+    change was made.
+    """
     outcome = OUTCOME_OF_STATE.get(state or "")
-    if outcome == "succeeded" and result == REJECTED_RESULT:
+    if outcome == "succeeded" and result == Outcome.REJECTED:
         return "rejected"
     return outcome
 

@@ -30,12 +30,10 @@ def build_snapshot(
         # The workers first: a ping waits out its whole timeout. The queues and the database
         # are then read within moments of taken_at, so their figures agree with each other.
         seen = inspect_workers(app, inspect_timeout)
-        taken_at = utcnow()
         readings = read_queues(app)
     except Exception as exc:  # any transport error: report it, show the rest
         problems.append(f"broker: {_first_line(exc)}")
-    if readings is None:
-        taken_at = utcnow()
+    taken_at = utcnow()
     parts: dict[str, Any] = {}
     try:
         with session_factory() as session:
