@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest faults lock clean
+.PHONY: install demo test lint typecheck pytest faults bench bench-quick lock clean
 
 install: $(STAMP)
 
@@ -33,6 +33,15 @@ pytest: install
 # `unstable` (kept out of `make test` while it fails now and then; none is at present).
 faults: install
 	$(BIN)/pytest -m faults -s
+
+# The hot path next to its ceilings (stock Celery, the SMTP sink), written to bench/results/;
+# bench/README.md. bench-quick stays under two minutes; bench runs the full sizes (long).
+# Extra options: make bench-quick BENCH_ARGS="--only ceiling clients_add latency".
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-quick: install
+	$(BIN)/python bench/run.py --quick $(BENCH_ARGS)
 
 # Refresh the pins after changing dependencies in pyproject.toml.
 lock: install

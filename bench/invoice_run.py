@@ -12,40 +12,37 @@ ratios to the no-op task. The database is dropped and the Redis database flushed
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import random
-import signal
-import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import redis
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import (  # noqa: E402
+    NOOP_TASK,
+    RUN_DATE,
+    broker_idle,
+    free_port,
+    load,
+    peak_rss_mib,
+    wait_until,
+    worker,
+)
 from models.emails import EmailMessage, EmailStatus  # noqa: E402
 from models.ops import ScheduledRun  # noqa: E402
 from services.db import make_engine, make_session_factory  # noqa: E402
 from workers import migrate  # noqa: E402
 from workers.app import create_app  # noqa: E402
 from workers.settings import Settings  # noqa: E402
-
-RUN_DATE = date(2026, 3, 1)
-NOOP_TASK = "celery.accumulate"  # Celery's built-in task that only returns its arguments
 
 
 class CountingSink:
@@ -59,152 +56,6 @@ class CountingSink:
         with self._lock:
             self.count += 1
         return "250 OK"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-# -- data -----------------------------------------------------------------------------------
-
-
-def load(database_url: str, invoices: int, clients: int, seed: int = 7) -> int:
-    """COPY clients, contacts and unpaid invoices in; returns the emails the run will owe."""
-    rng = random.Random(seed)
-    now = datetime.now(UTC)
-    url = make_url(database_url).set(drivername="postgresql")
-    owed = 0
-    with psycopg.connect(url.render_as_string(hide_password=False)) as conn:
-        # Per client: a billing contact (half), the holder's invoice mail (nine in ten), an
-        # extra contact ticked for invoice (a fifth). All addresses differ, so they add up.
-        flags = [
-            (rng.random() < 0.5, rng.random() >= 0.1, rng.random() < 0.2) for _ in range(clients)
-        ]
-        per_client = [sum(f) for f in flags]
-        with conn.cursor().copy(
-            "COPY clients (id, firstname, lastname, companyname, email, address1, city, state,"
-            " postcode, country, phonenumber, status, billing_contact_id, invoice_emails,"
-            " created_at, updated_at) FROM STDIN"
-        ) as copy:
-            for c, (billing, holder, _ticked) in enumerate(flags):
-                copy.write_row(
-                    (f"C{c}", "Ada", f"Client{c}", f"Company {c}", f"c{c}@bench.example",
-                     f"{c} Main Street", "London", "Greater London", "SW1Y 4JH", "GB",
-                     "+44 20 7946 0000", "Active", f"B{c}" if billing else None, holder, now, now)
-                )  # fmt: skip
-        with conn.cursor().copy(
-            "COPY contacts (id, client_id, firstname, lastname, email, address1, city, country,"
-            " general, product, domain, invoice, support, created_at, updated_at) FROM STDIN"
-        ) as copy:
-            for c, (_billing, _holder, ticked) in enumerate(flags):
-                copy.write_row(
-                    (f"B{c}", f"C{c}", "Charles", f"Billing{c}", f"b{c}@bench.example",
-                     f"{c} Dorset Street", "London", "GB", False, False, False, False, False,
-                     now, now)
-                )  # fmt: skip
-                copy.write_row(
-                    (f"K{c}", f"C{c}", "Mary", f"Accounts{c}", f"k{c}@bench.example", None,
-                     None, None, False, False, False, ticked, False, now, now)
-                )  # fmt: skip
-        with conn.cursor().copy(
-            "COPY invoices (id, client_id, number, date, due_date, currency, items, subtotal,"
-            " tax, total, balance, status, created_at, updated_at) FROM STDIN"
-        ) as copy:
-            for i in range(invoices):
-                client = i % clients
-                amount = Decimal(rng.randrange(500, 50_000)) / 100
-                items = [
-                    {"description": "Shared Hosting Pro (2026-03-15 - 2026-04-14)",
-                     "amount": str(amount)},
-                    {"description": "Domain renewal example.com", "amount": "12.99"},
-                ]  # fmt: skip
-                subtotal = amount + Decimal("12.99")
-                tax = (subtotal * Decimal("0.2")).quantize(Decimal("0.01"))
-                copy.write_row(
-                    (f"I{i:07d}", f"C{client}", f"2026-{i:07d}", RUN_DATE,
-                     RUN_DATE + timedelta(days=14), "GBP", json.dumps(items), subtotal, tax,
-                     subtotal + tax, subtotal + tax, "Unpaid", now, now)
-                )  # fmt: skip
-                owed += per_client[client]
-        conn.commit()
-        with conn.cursor() as cur:
-            cur.execute("ANALYZE")
-    return owed
-
-
-# -- processes ------------------------------------------------------------------------------
-
-
-@contextmanager
-def worker(
-    env: dict[str, str], concurrency: int, log: Path, queues: list[str]
-) -> Iterator[subprocess.Popen[bytes]]:
-    command = [
-        sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "prefork",
-        "--concurrency", str(concurrency), "-n", f"bench-{uuid.uuid4().hex[:8]}@localhost",
-        "--loglevel", "WARNING", "--without-mingle", "--without-gossip",
-        "-Q", ",".join(queues),
-    ]  # fmt: skip
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    try:
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        with suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=30)
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def process_tree(pid: int) -> list[int]:
-    found, frontier = [pid], [pid]
-    while frontier:
-        parent = frontier.pop()
-        for task in Path(f"/proc/{parent}/task").iterdir():
-            children = (task / "children").read_text().split()
-            found += [int(child) for child in children]
-            frontier += [int(child) for child in children]
-    return found
-
-
-def peak_rss_mib(pid: int) -> dict[int, float]:
-    """VmHWM (the kernel's peak resident set) of the worker and each pool process, MiB."""
-    peaks = {}
-    for process in process_tree(pid):
-        with suppress(FileNotFoundError):
-            for line in Path(f"/proc/{process}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peaks[process] = int(line.split()[1]) / 1024
-    return peaks
-
-
-def wait_until(check: Any, what: str, timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-def broker_idle(client: redis.Redis, queues: list[str]) -> bool:
-    pipe = client.pipeline()
-    for queue in queues:
-        pipe.llen(queue)
-    pipe.hlen("unacked")
-    return not any(pipe.execute())
 
 
 # -- the benchmark --------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.invoice_run import NOOP_TASK, broker_idle, wait_until, worker  # noqa: E402
+from bench.harness import NOOP_TASK, broker_idle, wait_until, worker  # noqa: E402
 from workers import migrate  # noqa: E402
 from workers.app import create_app  # noqa: E402
 from workers.settings import Settings  # noqa: E402
