@@ -18,12 +18,16 @@ from pathlib import Path
 import payloads
 import pytest
 from servers import create_database, drop_database
+from sqlalchemy import update
 
 from models.contracts import EVENTS
+from models.emails import EmailMessage
 from services.db import SessionFactory, make_engine, make_session_factory
+from services.dead_letters import record_dead_letter
 from services.dispatch import Outcome, process_event
 from services.rejections import record_rejection
 from workers import migrate
+from workers.ops.render import literal
 
 HEAD = migrate.head()
 
@@ -34,10 +38,23 @@ def run_cli(
     cwd: Path, *args: str, check: bool = True, **settings: str
 ) -> subprocess.CompletedProcess[str]:
     """Run `clientflow ARGS` with only the given CLIENTFLOW_* settings (data_dir=..., ...)."""
+    return run_cli_with({}, cwd, args, settings, check=check)
+
+
+def run_cli_with(
+    environment: dict[str, str],
+    cwd: Path,
+    args: tuple[str, ...],
+    settings: dict[str, str],
+    *,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """run_cli with other variables in the environment too (FORCE_COLOR=1)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIENTFLOW_")}
     env.update({f"CLIENTFLOW_{k.upper()}": v for k, v in settings.items()})
     # Rich wraps tables at 80 columns when not on a terminal; keep rows on one line.
     env["COLUMNS"] = "250"
+    env.update(environment)
     result = subprocess.run(
         [*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
     )
@@ -232,3 +249,124 @@ def test_emails_list_shows_the_message_log(
     sent = run_cli(tmp_path, "emails", "list", "--status", "sent", database_url=database_url)
     assert "(1 shown)" in queued.stdout
     assert "(0 shown)" in sent.stdout
+
+
+# --- text from messages is shown, never obeyed ---------------------------------------------
+
+MARKUP = "[link=http://evil]x[/link]"
+TITLE = "\x1b]0;title\x07"  # an escape sequence that retitles the terminal
+
+
+def shown_as_text(result: subprocess.CompletedProcess[str]) -> str:
+    """The output, checked to carry no control character but the newline."""
+    output = result.stdout
+    assert not [c for c in output if ord(c) < 32 and c != "\n"], repr(output)
+    assert "\x9b" not in output
+    return output
+
+
+def test_rejected_list_shows_markup_and_escapes_literally(
+    tmp_path: Path, database_url: str, sessions: SessionFactory
+) -> None:
+    record_rejection(sessions, MARKUP, {"event_id": "[bold]E1[/bold]"}, "[red]reason[/red]")
+    record_rejection(sessions, f"a{TITLE}b", {"event_id": f"E2{TITLE}"}, f"why\x9b31m{TITLE}")
+
+    output = shown_as_text(run_cli(tmp_path, "rejected", "list", database_url=database_url))
+
+    (markup_row,) = [line for line in output.splitlines() if "E1" in line]
+    assert MARKUP in markup_row
+    assert "[bold]E1[/bold]" in markup_row
+    assert "[red]reason[/red]" in markup_row
+    (escape_row,) = [line for line in output.splitlines() if "E2" in line]
+    assert "a\\x1b]0;title\\x07b" in escape_row
+    assert "E2\\x1b]0;title\\x07" in escape_row
+    assert "why\\x9b31m\\x1b]0;title\\x07" in escape_row
+    # The JSON keeps the exact text, escaped the JSON way.
+    rows = json.loads(
+        run_cli(tmp_path, "rejected", "list", "--json", database_url=database_url).stdout
+    )
+    assert [r["task_name"] for r in rows] == [f"a{TITLE}b", MARKUP]
+
+
+def test_rejected_list_on_a_terminal_makes_no_link_and_no_title(
+    tmp_path: Path, database_url: str, sessions: SessionFactory
+) -> None:
+    record_rejection(sessions, MARKUP, {}, f"reason{TITLE}")
+
+    # FORCE_COLOR: Rich writes colours, and would write links, as on a terminal.
+    forced = run_cli_with(
+        {"FORCE_COLOR": "1", "TERM": "xterm-256color"},
+        tmp_path,
+        ("rejected", "list"),
+        {"database_url": database_url},
+    ).stdout
+
+    assert "\x1b[" in forced  # the colours are there
+    assert "\x1b]8;" not in forced  # no hyperlink
+    assert "\x1b]0;" not in forced  # no new title
+    assert "\x07" not in forced
+    assert "reason\\x1b]0;title\\x07" in forced
+    assert "http://evil" in forced
+
+
+def test_emails_and_dlq_lists_show_markup_and_escapes_literally(
+    tmp_path: Path, database_url: str, sessions: SessionFactory
+) -> None:
+    process_event(
+        "clients.add",
+        payloads.client("C1"),
+        session_factory=sessions,
+        publish=lambda name, kwargs: None,
+        company_name="Test Hosting",
+    )
+    with sessions() as session:
+        session.execute(
+            update(EmailMessage).values(status="failed", last_error=f"550 {MARKUP}{TITLE}")
+        )
+        session.commit()
+    record_dead_letter(
+        sessions,
+        task_name=MARKUP,
+        task_id=None,
+        kwargs={},
+        errors=[],
+        reason=f"gave up{TITLE}",
+    )
+
+    emails = shown_as_text(run_cli(tmp_path, "emails", "list", database_url=database_url))
+    letters = shown_as_text(run_cli(tmp_path, "dlq", "list", database_url=database_url))
+
+    assert f"550 {MARKUP}\\x1b]0;title\\x07" in emails
+    (row,) = [line for line in letters.splitlines() if "gave up" in line]
+    assert MARKUP in row
+    assert "gave up\\x1b]0;title\\x07" in row
+
+
+def test_ops_status_shows_reasons_literally(
+    tmp_path: Path, database_url: str, sessions: SessionFactory
+) -> None:
+    record_rejection(sessions, "contacts.add", {}, f"{MARKUP}{TITLE}")
+    record_dead_letter(
+        sessions, task_name="clients.add", task_id=None, kwargs={}, errors=[], reason=MARKUP
+    )
+
+    result = run_cli(tmp_path, "ops", "status", check=False, database_url=database_url)
+    output = shown_as_text(result)
+
+    assert result.returncode == 1  # no worker, a dead letter: unhealthy
+    assert f"{MARKUP}\\x1b]0;title\\x07" in output
+    assert output.count(MARKUP) == 2
+
+
+def test_literal_escapes_every_control_character_and_no_other() -> None:
+    text = "".join(chr(c) for c in range(0xA0)) + "\u202e\u2066é€[b]"
+    shown = literal(text).plain
+
+    assert shown.startswith("\\x00\\x01")
+    assert "\n" in shown
+    assert "\\x0a" not in shown
+    for escaped in ("\\x1b", "\\x7f", "\\x9b", "\\u202e\\u2066é€[b]"):
+        assert escaped in shown
+    assert not [c for c in shown if (ord(c) < 32 and c != "\n") or 0x7F <= ord(c) < 0xA0]
+    assert ' !"#$%&' in shown
+    assert shown.count("~") == 1

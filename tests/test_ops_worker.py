@@ -90,7 +90,9 @@ def test_queue_depth_is_what_was_published_while_no_worker_runs(
     assert by_name["events"].unacked == 0
     assert snapshot.workers == []
     assert snapshot.problems == []
-    human = run_ops(worker, "status").stdout
+    done = run_ops(worker, "status", check=False)
+    assert done.returncode == 1  # no worker online
+    human = done.stdout
     assert "Workers: none online" in human
     assert "events │     5" in human
 

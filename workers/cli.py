@@ -1,22 +1,81 @@
-"""The `clientflow` command: schemas, migrations, the demo, and the subcommands of ops."""
+"""The `clientflow` command: schemas, migrations, the demo, and the subcommands of ops.
+
+Every failure a person can fix (a database or broker that does not answer, a role that does not
+exist, a bad CLIENTFLOW_* setting, a port in use, a bad option) ends the command with one line
+on stderr saying what is wrong and what to do, and exit status 2; never a traceback. This is
+done once, in ClientflowGroup.main, for every subcommand.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from models.contracts import EVENTS, json_schemas
 from workers import migrate
-from workers.cli_common import console
+from workers.cli_common import console, explain
 from workers.cli_dlq import dlq_app, outbox_app
 from workers.cli_invoices import invoices_app
 from workers.cli_ops import ops_app
 from workers.cli_records import emails_app, rejected_app
 from workers.settings import get_settings
 
+PROG = "clientflow"
+USAGE_ERROR = 2
+
+
+class ClientflowGroup(TyperGroup):
+    """The root command; its main() turns every fixable failure into one line and exit 2.
+
+    Both `clientflow` (main below) and typer's CliRunner go through main().
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            # Not standalone: click hands us its errors instead of printing them in a panel.
+            code = super().main(args, PROG, complete_var, False, windows_expand_args, **extra)
+        except typer.TyperException as exc:  # click's usage errors: a bad option or argument
+            if type(exc).__name__ == "NoArgsIsHelpError":  # as typer itself tells it apart
+                sys.exit(exc.exit_code)  # the help was already printed
+            context = getattr(exc, "ctx", None)  # a usage error names its command
+            hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+            _fail(exc.format_message() + hint, exc.exit_code)
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        except Exception as exc:
+            line = explain(exc)
+            if line is None:
+                raise  # a bug: its traceback is what a developer needs
+            _fail(line, USAGE_ERROR)
+        # A command's typer.Exit(n) comes back as n; a command that returned, as None.
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.secho(f"{PROG}: {' '.join(message.split())}", fg="red", err=True)
+    sys.exit(code)
+
+
 app = typer.Typer(
-    help="Client-management worker for hosting and billing businesses.", no_args_is_help=True
+    cls=ClientflowGroup,
+    help="Client-management worker for hosting and billing businesses.",
+    no_args_is_help=True,
 )
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -68,4 +127,4 @@ def demo(
 
 
 def main() -> None:
-    app()
+    app(prog_name=PROG)

@@ -13,7 +13,8 @@ from models.dead_letters import DeadLetter
 from models.outbox import OutboxMessage
 from services import dead_letters, outbox
 from workers import runtime
-from workers.cli_common import console, database, when
+from workers.cli_common import console, database, require_broker, when
+from workers.ops.render import literal
 from workers.settings import get_settings
 
 dlq_app = typer.Typer(
@@ -33,7 +34,12 @@ def dlq_list(limit: int = typer.Option(50, help="Newest first, at most this many
     for d in letters:
         replayed = f"{d.replay_count}x, last {when(d.replayed_at)}" if d.replay_count else "no"
         table.add_row(
-            str(d.id), when(d.created_at), d.task_name, d.reason, str(len(d.errors)), replayed
+            str(d.id),
+            when(d.created_at),
+            literal(d.task_name),
+            literal(d.reason),
+            str(len(d.errors)),
+            replayed,
         )
     console.print(table)
 
@@ -57,6 +63,7 @@ def dlq_replay(
     """Publish a dead letter's task again; it runs through the same idempotency checks."""
     if (letter_id is None) == (not replay_all):
         raise typer.BadParameter("give one ID or --all")
+    require_broker()
     with database():
         ids = None if replay_all else [letter_id] if letter_id is not None else None
         replayed = dead_letters.replay(runtime.session_factory(), runtime.publish, ids)
@@ -94,6 +101,7 @@ def outbox_status() -> None:
 def outbox_relay() -> None:
     """Publish pending outbox rows now (beat does this every few seconds)."""
     settings = get_settings()
+    require_broker()
     with database():
         count = outbox.relay(
             runtime.session_factory(),

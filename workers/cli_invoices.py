@@ -14,9 +14,8 @@ from models.base import utcnow
 from models.billing import Invoice, InvoiceStatus, Service, ServiceStatus
 from services.invoice_run.run import run_invoices
 from workers import runtime
-from workers.cli_common import console, database
+from workers.cli_common import console, database, require_broker
 from workers.policy import invoice_run_policy
-from workers.settings import get_settings
 
 invoices_app = typer.Typer(help="Invoices and the scheduled invoice run.", no_args_is_help=True)
 
@@ -42,10 +41,8 @@ def run(
     """
     on = _parse_date(run_date)
     policy = invoice_run_policy()
-    # The deliveries are published to the broker; the embedded one needs its folders.
-    from workers.app import prepare_embedded_broker  # the Celery app only when it is needed
-
-    prepare_embedded_broker(get_settings())
+    # The deliveries are published to the broker: it must answer before anything is done.
+    require_broker()
     with database() as session:
         # Upper bounds for the bars: what the two passes will at most look at.
         services_due = session.scalar(

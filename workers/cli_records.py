@@ -11,6 +11,7 @@ from sqlalchemy import select
 from models.emails import EmailMessage
 from models.records import RejectedEvent
 from workers.cli_common import console, database, when
+from workers.ops.render import literal
 
 rejected_app = typer.Typer(help="Events refused, with their reasons.", no_args_is_help=True)
 emails_app = typer.Typer(help="The email message log.", no_args_is_help=True)
@@ -50,7 +51,12 @@ def rejected_list(
         if r.waiting_for:
             waiting = f"released {when(r.released_at)}" if r.released_at else r.waiting_for
         table.add_row(
-            str(r.id), when(r.created_at), r.event_id or "-", r.task_name, r.reason, waiting
+            str(r.id),
+            when(r.created_at),
+            literal(r.event_id or "-"),
+            literal(r.task_name),
+            literal(r.reason),
+            literal(waiting),
         )
     console.print(table)
 
@@ -72,10 +78,10 @@ def emails_list(
     for m in rows:
         table.add_row(
             when(m.created_at),
-            m.to_address,
-            m.template,
-            m.status,
+            literal(m.to_address),
+            literal(m.template),
+            literal(m.status),
             str(m.attempts),
-            m.last_error or "",
+            literal(m.last_error or ""),
         )
     console.print(table)

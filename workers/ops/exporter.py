@@ -7,7 +7,7 @@ hosts, so the shared truth is the broker and task_stats, and the exporter only r
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from celery import Celery
 from prometheus_client import start_http_server
@@ -136,11 +136,31 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=float(value))
 
 
-def serve(app: Celery, session_factory: SessionFactory, port: int, address: str) -> None:
-    """Serve /metrics on address:port until the process is stopped."""
+DEFAULT_HOST = "127.0.0.1"
+
+
+def serve(
+    app: Celery,
+    session_factory: SessionFactory,
+    port: int,
+    host: str = DEFAULT_HOST,
+    ready: Callable[[str], object] | None = None,
+) -> None:
+    """Serve /metrics on host:port until the process is stopped; ready(url) once listening.
+
+    An address that cannot be listened on (in use, not of this host) raises OSError whose
+    filename is "host:port", so the message can say which.
+    """
     # Our own registry: the default one would add this exporter's Python process metrics,
     # which say nothing about clientflow.
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ClientflowCollector(app, session_factory))
-    start_http_server(port, address, registry=registry)
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        start_http_server(port, host, registry=registry)
+    except OSError as exc:
+        exc.filename = where
+        raise
+    if ready is not None:
+        ready(f"http://{where}/metrics")
     threading.Event().wait()

@@ -1,7 +1,11 @@
-"""The Snapshot as Rich tables, for people (scripts read `ops status --json` instead)."""
+"""The Snapshot as Rich tables, for people (scripts read `ops status --json` instead).
+
+Also `literal`, the one way every clientflow table shows text that came from a message.
+"""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from rich.console import Group, RenderableType
@@ -9,16 +13,46 @@ from rich.table import Table
 from rich.text import Text
 
 from workers.ops.snapshot import ReasonCount, Snapshot
+from workers.ops.status import FAILED_RUN, unhealthy
+
+# C0 controls but newline, DEL, C1 controls, and the bidirectional overrides and isolates
+# that can make a terminal show text in another order than it is.
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def literal(value: object, style: str = "") -> Text:
+    """Text from a message (an id, a task name, a reason) shown exactly as it is, never obeyed.
+
+    A Text is never parsed as Rich markup, so `[link=...]x[/link]` shows as those characters;
+    control characters (an escape sequence could retitle the terminal or hide text) show as
+    `\\x1b`-style escapes. Use it for every table cell whose value came from outside.
+    """
+    text = "" if value is None else str(value)
+    return Text(_CONTROL.sub(_escaped, text), style)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def render(snapshot: Snapshot) -> RenderableType:
     parts: list[RenderableType] = [
-        Text(f"clientflow at {_when(snapshot.taken_at)} UTC, broker {snapshot.broker}", "bold")
+        Text(f"clientflow at {_when(snapshot.taken_at)} UTC, broker ", "bold")
+        + literal(snapshot.broker, "bold")
     ]
-    parts.extend(Text(f"problem: {p}", "bold red") for p in snapshot.problems)
+    parts.extend(literal(f"problem: {p}", "bold red") for p in snapshot.problems)
     parts += [_queues(snapshot), _workers(snapshot), _tasks(snapshot)]
-    parts += [_troubles(snapshot), _emails_and_runs(snapshot)]
+    parts += [_troubles(snapshot), _emails_and_runs(snapshot), _health(snapshot)]
     return Group(*parts)
+
+
+def _health(s: Snapshot) -> Text:
+    reasons = unhealthy(s)
+    if not reasons:
+        return Text("healthy", "bold green")
+    # Last, so on call reads the verdict (and why `ops status` exits 1) where the output ends.
+    return Text("unhealthy: ", "bold red") + literal("; ".join(reasons), "bold red")
 
 
 def _queues(s: Snapshot) -> Table:
@@ -35,7 +69,9 @@ def _queues(s: Snapshot) -> Table:
         else:
             oldest = _duration(q.oldest_age_seconds)
         style = "yellow" if q.oldest_age_seconds and q.oldest_age_seconds > 60 else None
-        table.add_row(q.name, _n(q.depth), oldest, _n(q.unacked), _n(q.scheduled), style=style)
+        table.add_row(
+            literal(q.name), _n(q.depth), oldest, _n(q.unacked), _n(q.scheduled), style=style
+        )
     return table
 
 
@@ -49,13 +85,21 @@ def _workers(s: Snapshot) -> RenderableType:
         numeric = column in ("active", "scheduled")
         table.add_column(column, overflow="fold", justify="right" if numeric else "left")
     for w in s.workers:
-        running = "\n".join(
-            f"{t.name} {t.id[:8]}"
-            + (f" event {t.event_id}" if t.event_id else "")
-            + (f" since {_when(t.started_at)}" if t.started_at else "")
-            for t in w.active
+        running = literal(
+            "\n".join(
+                f"{t.name} {t.id[:8]}"
+                + (f" event {t.event_id}" if t.event_id else "")
+                + (f" since {_when(t.started_at)}" if t.started_at else "")
+                for t in w.active
+            )
         )
-        table.add_row(w.name, ", ".join(w.queues), str(len(w.active)), str(w.scheduled), running)
+        table.add_row(
+            literal(w.name),
+            literal(", ".join(w.queues)),
+            str(len(w.active)),
+            str(w.scheduled),
+            running,
+        )
     return table
 
 
@@ -67,7 +111,7 @@ def _tasks(s: Snapshot) -> RenderableType:
         table.add_column(column, justify="left" if column == "task" else "right")
     for t in s.tasks_last_hour:
         table.add_row(
-            t.task_name,
+            literal(t.task_name),
             str(t.succeeded),
             Text(str(t.rejected), "yellow" if t.rejected else ""),
             Text(str(t.failed), "bold red" if t.failed else ""),
@@ -95,7 +139,7 @@ def _troubles(s: Snapshot) -> RenderableType:
 
 def _reason_rows(table: Table, reasons: list[ReasonCount]) -> None:
     for reason in reasons:
-        table.add_row("", str(reason.count), _when(reason.last_at), reason.reason)
+        table.add_row("", str(reason.count), _when(reason.last_at), literal(reason.reason))
 
 
 def _emails_and_runs(s: Snapshot) -> RenderableType:
@@ -119,7 +163,7 @@ def _emails_and_runs(s: Snapshot) -> RenderableType:
         )
         if run.error:
             text += f"; error: {run.error}"
-        lines.append(Text(text, "red" if run.status in ("failed", "abandoned") else ""))
+        lines.append(literal(text, "red" if run.status in FAILED_RUN else ""))
     return Group(*lines)
 
 

@@ -19,6 +19,9 @@ from workers.ops.celery_workers import INSPECT_TIMEOUT, WorkersSeen, inspect_wor
 from workers.ops.queues import QueueReading, age_seconds, read_queues
 from workers.ops.snapshot import QueueState, Snapshot
 
+# Statuses of a scheduled run that did not finish its work.
+FAILED_RUN = ("failed", "abandoned")
+
 
 def build_snapshot(
     app: Celery, session_factory: SessionFactory, *, inspect_timeout: float = INSPECT_TIMEOUT
@@ -58,6 +61,26 @@ def build_snapshot(
         last_invoice_run=parts.get("last_invoice_run"),
         problems=problems,
     )
+
+
+def unhealthy(snapshot: Snapshot) -> list[str]:
+    """Why `ops status` exits 1, one reason each; empty when healthy.
+
+    Unhealthy: the broker or the database could not be asked (down, refused, not migrated),
+    the broker answered and no worker did, a dead letter waits to be replayed or purged, or
+    the newest invoice run failed or was abandoned. Failed emails are not counted: the message
+    log keeps them failed for good, so the exit status would never recover.
+    """
+    reasons = list(snapshot.problems)
+    if snapshot.workers == []:
+        reasons.append("no worker online")
+    letters = snapshot.dead_letters
+    if letters is not None and letters.not_replayed:
+        reasons.append(f"{letters.not_replayed} dead letter(s) not replayed")
+    run = snapshot.last_invoice_run
+    if run is not None and run.status in FAILED_RUN:
+        reasons.append(f"the last invoice run {run.status}")
+    return reasons
 
 
 def _queue_states(
