@@ -7,7 +7,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Date, ForeignKey, Index, Numeric, String
+from sqlalchemy import JSON, Date, ForeignKey, Index, Integer, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, UTCDateTime, utcnow
@@ -16,6 +16,10 @@ from models.clients import Client
 # Money is exact: twelve digits, two of them decimals (WHMCS stores decimal(16,2); ours bounds
 # the contract at 9,999,999,999.99), always next to its ISO 4217 currency code.
 Money = Numeric(12, 2)
+# The ids of invoices the run generates start with this; upstream may pay such an invoice but
+# never create or overwrite one (models/contracts/billing.py), so a publisher cannot pre-empt
+# a period's invoice.
+GENERATED_INVOICE_PREFIX = "auto:"
 
 
 class ServiceStatus(StrEnum):
@@ -87,7 +91,8 @@ class Invoice(Base):
     __tablename__ = "invoices"
 
     # Upstream ids are at most 64 characters; invoices the run generates are named
-    # "auto:<service id>:<yyyymmdd>", so that one period of one service has one invoice.
+    # GENERATED_INVOICE_PREFIX + "<service id>:<yyyymmdd>", so one period of one service has
+    # one invoice.
     id: Mapped[str] = mapped_column(String(96), primary_key=True)
     client_id: Mapped[str] = mapped_column(ForeignKey("clients.id"), index=True)
     number: Mapped[str] = mapped_column(String(96))
@@ -138,3 +143,26 @@ class InvoiceNotice(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     invoice: Mapped[Invoice] = relationship(back_populates="notices")
+
+
+class InvoicePayment(Base):
+    """A payment recorded by invoices.record_payment. A gateway's transaction id is applied
+    once per invoice, and an upsert that does not know of a payment cannot erase it: the
+    stored balance never exceeds the total less these payments (services/invoices.py)."""
+
+    __tablename__ = "invoice_payments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[str] = mapped_column(
+        ForeignKey("invoices.id", ondelete="CASCADE"), index=True
+    )
+    # None when the publisher gave none; such payments are told apart by their event only.
+    transaction_id: Mapped[str | None] = mapped_column(String(200))
+    amount: Mapped[Decimal] = mapped_column(Money)
+    date: Mapped[dt.date] = mapped_column(Date)
+    event_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("invoice_id", "transaction_id", name="uq_invoice_payments_transaction"),
+    )

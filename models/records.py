@@ -18,6 +18,10 @@ class ProcessedEvent(Base):
 
     event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     task_name: Mapped[str] = mapped_column(String(64))
+    # sha256 of the payload as published: the same id arriving with another task or payload
+    # is a publisher reusing an id, refused with a reason, not a redelivery to ignore.
+    # None on rows from before it was kept: those compare by task name only.
+    payload_sha256: Mapped[str | None] = mapped_column(String(64))
     processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -33,10 +37,11 @@ class RejectedEvent(Base):
     payload: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
-    # "client:<id>" or "contact:<id>" when the event named something not added yet. Celery
+    # "client:<id>", "contact:<client id>:<id>" or "invoice:<id>" when the event named
+    # something not added yet. Celery
     # does not keep order across worker processes, so a contact can arrive before its client;
     # adding the client releases (re-publishes) the events that wait for it.
-    waiting_for: Mapped[str | None] = mapped_column(String(80), index=True)
+    waiting_for: Mapped[str | None] = mapped_column(String(160), index=True)
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 

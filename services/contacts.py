@@ -6,7 +6,7 @@ from models.clients import Contact
 from models.contracts import AddContact, DeleteContact, UpdateContact
 from services.actors import authorize
 from services.audit import diff, record_change
-from services.context import HandlerContext
+from services.context import HandlerContext, contact_key
 from services.errors import Conflict
 from services.waiting import release_waiting
 
@@ -16,11 +16,17 @@ _ENVELOPE = {"event_id", "actor", "client_id", "contact_id"}
 def add_contact(ctx: HandlerContext, event: AddContact) -> None:
     client = ctx.client(event.client_id)
     authorize(ctx.task_name, event, client)
-    if ctx.session.get(Contact, event.contact_id) is not None:
-        raise Conflict(f"contact {event.contact_id!r} already exists")
+    existing = ctx.session.get(Contact, event.contact_id)
+    if existing is not None:
+        if existing.client_id == client.id:
+            raise Conflict(f"contact {event.contact_id!r} already exists")
+        raise Conflict(
+            f"contact id {event.contact_id!r} is taken by another client: contact ids are "
+            "unique across all clients, so this contact needs an id of its own"
+        )
     fields = event.model_dump(exclude=_ENVELOPE)
     client.contacts.append(Contact(id=event.contact_id, **fields))
-    release_waiting(ctx, f"contact:{event.contact_id}")
+    release_waiting(ctx, contact_key(client.id, event.contact_id))
     record_change(
         ctx.session, ctx.task_name, event, {"contact_id": event.contact_id, "created": fields}
     )

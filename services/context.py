@@ -13,6 +13,12 @@ from services.errors import UnknownReference
 from services.mail.queue import EmailQueue
 
 
+def contact_key(client_id: str, contact_id: str) -> str:
+    """What an event waits for when it names a contact of its client not added yet. It names
+    the client ("/" is in no id), so another client's contact of the same id releases nothing."""
+    return f"contact:{client_id}/{contact_id}"
+
+
 @dataclass
 class HandlerContext:
     task_name: str
@@ -39,7 +45,7 @@ class HandlerContext:
         if contact is None:
             raise UnknownReference(
                 f"client {client.id!r} has no contact {contact_id!r}",
-                waiting_for=f"contact:{contact_id}",
+                waiting_for=contact_key(client.id, contact_id),
             )
         if contact.client_id != client.id:
             # The same words as for a missing contact: a client must not learn which contact

@@ -12,13 +12,14 @@ from models.base import utcnow
 from models.dead_letters import DeadLetter
 from services.db import SessionFactory
 from services.outbox import Publish
+from services.redaction import redact_addresses
 from services.rejections import printable
 
 
 def error_entry(exc: BaseException, at: datetime | None = None) -> dict[str, str]:
     return {
         "at": (at or utcnow()).isoformat(),
-        "error": printable(f"{type(exc).__name__}: {exc}", 2000),
+        "error": printable(redact_addresses(f"{type(exc).__name__}: {exc}"), 2000),
     }
 
 
@@ -36,7 +37,7 @@ def record_dead_letter(
         task_id=task_id,
         kwargs=kwargs,
         errors=errors,
-        reason=printable(reason, 2000),
+        reason=printable(redact_addresses(reason), 2000),
         replay_count=0,
     )
     with session_factory() as session:

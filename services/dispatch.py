@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -67,6 +69,14 @@ def parse_event(task_name: str, payload: dict[str, Any]) -> Event:
         raise Rejected(describe_validation_error(exc)) from exc
 
 
+def payload_digest(payload: dict[str, Any]) -> str:
+    """The same for the same JSON object however its keys are ordered."""
+    text = json.dumps(
+        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=repr
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def process_event(
     task_name: str,
     payload: dict[str, Any],
@@ -78,7 +88,8 @@ def process_event(
     """Rejected events are recorded and returned; transient failures raise for a retry."""
     try:
         event = parse_event(task_name, payload)
-        return _apply(task_name, event, session_factory, publish, company_name)
+        digest = payload_digest(payload)
+        return _apply(task_name, event, digest, session_factory, publish, company_name)
     except Rejected as exc:
         waiting_for = exc.waiting_for if isinstance(exc, UnknownReference) else None
         if (
@@ -89,17 +100,34 @@ def process_event(
         return Result(Outcome.REJECTED, reason=exc.reason)
 
 
+def _seen_before(seen: ProcessedEvent, task_name: str, digest: str) -> Result:
+    """A redelivery of the same event is a duplicate; another event under its id is refused."""
+    if seen.task_name != task_name:
+        raise Rejected(
+            f"event id {seen.event_id!r} was already used by a {seen.task_name} event; "
+            f"this {task_name} needs an event id of its own"
+        )
+    if seen.payload_sha256 is not None and seen.payload_sha256 != digest:
+        raise Rejected(
+            f"event id {seen.event_id!r} was already used by a {task_name} event with a "
+            "different payload; a changed event needs an event id of its own"
+        )
+    return Result(Outcome.DUPLICATE)
+
+
 def _apply(
     task_name: str,
     event: Event,
+    digest: str,
     session_factory: SessionFactory,
     publish: Publish,
     company_name: str,
 ) -> Result:
     try:
         with UnitOfWork(session_factory) as uow:
-            if uow.session.get(ProcessedEvent, event.event_id) is not None:
-                return Result(Outcome.DUPLICATE)
+            seen = uow.session.get(ProcessedEvent, event.event_id)
+            if seen is not None:
+                return _seen_before(seen, task_name, digest)
             emails = EmailQueue(uow.session, event.event_id, company_name)
             ctx = HandlerContext(task_name, uow.session, emails)
             HANDLERS[task_name](ctx, event)
@@ -108,7 +136,9 @@ def _apply(
                 # The outbox row and the emails commit together: the delivery is owed even
                 # if the broker is away right after the commit.
                 ctx.stage(DELIVER_TASK, {"message_ids": email_ids})
-            uow.session.add(ProcessedEvent(event_id=event.event_id, task_name=task_name))
+            uow.session.add(
+                ProcessedEvent(event_id=event.event_id, task_name=task_name, payload_sha256=digest)
+            )
             staged = list(ctx.staged)
             uow.after_commit(lambda: publish_staged(session_factory, staged, publish))
             uow.commit()

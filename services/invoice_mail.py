@@ -77,15 +77,20 @@ def queue_notice_emails(
     extra: dict[str, Any] | None = None,
 ) -> list[str]:
     """Render and log one email per recipient (in the caller's transaction); their ids."""
-    emails = EmailQueue(session, notice_event_id(invoice.id, notice), company_name)
+    emails = EmailQueue(session, notice_event_id(invoice.id, notice), company_name, system=True)
     context = {"invoice": invoice_context(invoice), "invoiced_to": invoiced_to(invoice.client)}
     context.update(extra or {})
-    for recipient in recipients:
-        emails.queue(
+    # All rendered before any is logged: if one cannot be, the caller has nothing to undo.
+    messages = [
+        emails.render(
             client=invoice.client,
             recipient=recipient,
             template=TEMPLATES[notice],
             category="invoice",
             context=context,
         )
+        for recipient in recipients
+    ]
+    for message in messages:
+        emails.add(message)
     return emails.ids

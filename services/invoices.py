@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from models.billing import Invoice, InvoiceNotice, InvoiceStatus, Notice, NoticeOutcome
+from sqlalchemy import func, select
+
+from models.billing import (
+    Invoice,
+    InvoiceNotice,
+    InvoicePayment,
+    InvoiceStatus,
+    Notice,
+    NoticeOutcome,
+)
 from models.contracts import RecordPayment, UpsertInvoice
 from services.actors import authorize
 from services.audit import diff, record_change
@@ -30,13 +39,20 @@ _FIELDS = (
 
 
 def upsert_invoice(ctx: HandlerContext, event: UpsertInvoice) -> None:
-    """Last writer wins, like every upsert here: publish changes to one invoice in order."""
+    """Last writer wins, like every upsert here: publish changes to one invoice in order.
+
+    Except for payments recorded here (invoices.record_payment): an upsert cannot erase them.
+    The balance kept is the lower of the upsert's and the total less those payments, and an
+    invoice they settle stays Paid; an upsert whose total is below them is refused.
+    """
     client = ctx.client(event.client_id)
     authorize(ctx.task_name, event, client)
     invoice = ctx.session.get(Invoice, event.invoice_id)
     if invoice is not None and invoice.client_id != client.id:
         raise Conflict(f"invoice {event.invoice_id!r} belongs to another client")
     after: dict[str, object] = {name: getattr(event, name) for name in _FIELDS}
+    if invoice is not None:
+        after.update(_keep_payments(ctx, invoice.id, event))
     after["items"] = [
         {"description": item.description, "amount": str(item.amount)} for item in event.items
     ]
@@ -54,6 +70,32 @@ def upsert_invoice(ctx: HandlerContext, event: UpsertInvoice) -> None:
     record_change(ctx.session, ctx.task_name, event, changes)
 
 
+def _paid_here(ctx: HandlerContext, invoice_id: str) -> Decimal:
+    paid = ctx.session.scalar(
+        select(func.coalesce(func.sum(InvoicePayment.amount), 0)).where(
+            InvoicePayment.invoice_id == invoice_id
+        )
+    )
+    return Decimal(paid or 0)
+
+
+def _keep_payments(ctx: HandlerContext, invoice_id: str, event: UpsertInvoice) -> dict[str, object]:
+    """The balance and status an upsert may set without erasing a payment recorded here."""
+    paid = _paid_here(ctx, invoice_id)
+    if not paid:
+        return {}
+    if event.total < paid:
+        raise Conflict(
+            f"total {format_money(event.total, event.currency)} of invoice {invoice_id!r} is "
+            f"below the {format_money(paid, event.currency)} already paid by "
+            "invoices.record_payment"
+        )
+    balance = min(event.balance, event.total - paid)
+    if balance == 0 and event.status == InvoiceStatus.UNPAID:
+        return {"balance": balance, "status": InvoiceStatus.PAID}
+    return {"balance": balance}
+
+
 def record_payment(ctx: HandlerContext, event: RecordPayment) -> None:
     client = ctx.client(event.client_id)
     authorize(ctx.task_name, event, client)
@@ -61,11 +103,22 @@ def record_payment(ctx: HandlerContext, event: RecordPayment) -> None:
     if invoice is None or invoice.client_id != client.id:
         # A payment can overtake its invoice (Celery does not keep order): it waits for it,
         # as far as the key fits rejected_events.waiting_for.
-        waiting = f"invoice:{event.invoice_id}"
         raise UnknownReference(
             f"client {client.id!r} has no invoice {event.invoice_id!r}",
-            waiting_for=waiting if invoice is None and len(waiting) <= 80 else None,
+            waiting_for=f"invoice:{event.invoice_id}" if invoice is None else None,
         )
+    if event.transaction_id is not None:
+        applied = ctx.session.scalar(
+            select(InvoicePayment.event_id).where(
+                InvoicePayment.invoice_id == invoice.id,
+                InvoicePayment.transaction_id == event.transaction_id,
+            )
+        )
+        if applied is not None:
+            raise Conflict(
+                f"transaction {event.transaction_id!r} was already applied to invoice "
+                f"{invoice.id!r} (event {applied!r}); a transaction is applied once"
+            )
     if invoice.status != InvoiceStatus.UNPAID:
         raise Conflict(f"invoice {invoice.id!r} is {invoice.status}; only Unpaid takes payments")
     if event.amount > invoice.balance:
@@ -74,6 +127,15 @@ def record_payment(ctx: HandlerContext, event: RecordPayment) -> None:
             f"payment {format_money(event.amount, invoice.currency)} exceeds the balance "
             f"{format_money(invoice.balance, invoice.currency)} of invoice {invoice.id!r}"
         )
+    ctx.session.add(
+        InvoicePayment(
+            invoice_id=invoice.id,
+            transaction_id=event.transaction_id,
+            amount=event.amount,
+            date=event.date,
+            event_id=event.event_id,
+        )
+    )
     old_balance = invoice.balance
     invoice.balance = old_balance - event.amount
     changes: dict[str, object] = {

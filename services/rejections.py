@@ -24,9 +24,13 @@ def describe_validation_error(exc: ValidationError, what: str = "invalid event")
 
 
 def printable(text: str, limit: int) -> str:
-    """Safe for any database text column: no NULs, no lone surrogates, bounded."""
+    """Safe for any database text column: no NULs, no lone surrogates, at most `limit` long
+    (a cut one says how much is missing, within the limit: the columns are that wide)."""
     safe = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
-    return safe if len(safe) <= limit else safe[:limit] + f"... [{len(safe) - limit} more]"
+    if len(safe) <= limit:
+        return safe
+    marker = f"... [{len(safe)} chars]"
+    return safe[: max(limit - len(marker), 0)] + marker[:limit]
 
 
 def payload_json(payload: Any) -> str:

@@ -40,6 +40,10 @@ _AWAITED: dict[str, type[Client] | type[Contact] | type[Invoice]] = {
 
 def _exists(session: Session, waiting_for: str) -> bool:
     kind, _, key = waiting_for.partition(":")
+    if kind == "contact" and "/" in key:
+        client_id, _, contact_id = key.partition("/")
+        contact = session.get(Contact, contact_id)
+        return contact is not None and contact.client_id == client_id
     return session.get(_AWAITED[kind], key) is not None
 
 

@@ -38,6 +38,11 @@ def reason_for(task: str, payload: dict[str, Any]) -> str:
         ({"status": "Draft"}, "status: Input should be 'Unpaid', 'Paid', 'Cancelled' or"),
         ({"items": []}, "items: List should have at least 1 item"),
         ({"due_date": "2026-02-01"}, "due_date is before the invoice date"),
+        ({"due_date": "9999-12-31"}, "due_date: Value error, must be between 1970-01-01 and"),
+        ({"date": "1969-12-31"}, "date: Value error, must be between 1970-01-01 and 2199-12-31"),
+        ({"balance": "0.00"}, "an Unpaid invoice must have a balance above 0; send it as Paid"),
+        ({"invoice_id": "auto:S1:20261204"}, "invoice ids starting with 'auto:' are the ones"),
+        ({"number": "INV\u2028Bcc: x@example.org"}, "number: Value error, must be a single line"),
         ({"date": "31/01/2026"}, "date: Input should be a valid date"),
     ],
 )
@@ -224,3 +229,41 @@ def _by_invoice(db: Session) -> list[tuple[str, str]]:
         (m.template, m.event_id.split(":", 1)[1].rsplit(":", 1)[0])
         for m in db.scalars(select(EmailMessage).where(EmailMessage.event_id.like("invoice:%")))
     ]
+
+
+def test_an_upsert_cannot_erase_a_payment_and_a_transaction_is_applied_once(
+    apply: Apply, db: Session
+) -> None:
+    apply("clients.add", payloads.client("C1", send_welcome=False))
+    invoice = payloads.invoice("E-1")  # total 1215.59
+    apply("invoices.upsert", invoice)
+    first = payloads.payment("E-1", "200.00", transaction_id="T-1")
+    assert apply("invoices.record_payment", first).outcome is Outcome.APPLIED
+    again = apply("invoices.record_payment", {**first, "event_id": payloads.event_id()})
+    assert again.outcome is Outcome.REJECTED
+    assert again.reason is not None
+    assert again.reason.startswith("transaction 'T-1' was already applied to invoice 'E-1'")
+    # Upstream sends its stale view (balance = total): the payment recorded here stays.
+    apply("invoices.upsert", {**invoice, "event_id": payloads.event_id()})
+    stored = db.get(Invoice, "E-1")
+    assert stored is not None
+    assert (stored.status, stored.balance) == ("Unpaid", Decimal("1015.59"))
+    # Upstream knows of a further payment of its own: its lower balance wins.
+    apply("invoices.upsert", {**invoice, "event_id": payloads.event_id(), "balance": "15.59"})
+    db.refresh(stored)
+    assert stored.balance == Decimal("15.59")
+    # A total below what was paid here contradicts the payment: refused.
+    lower = {**invoice, "event_id": payloads.event_id(), "items": [
+        {"description": "x", "amount": "100.00"}], "subtotal": "100.00", "tax": "0.00",
+        "total": "100.00", "balance": "100.00"}  # fmt: skip
+    refused = apply("invoices.upsert", lower)
+    assert refused.reason == (
+        "total £100.00 GBP of invoice 'E-1' is below the £200.00 GBP already paid by "
+        "invoices.record_payment"
+    )
+    # Paid in full here, then upstream's stale Unpaid view: it stays Paid.
+    apply("invoices.upsert", {**invoice, "event_id": payloads.event_id()})
+    apply("invoices.record_payment", payloads.payment("E-1", "1015.59", transaction_id="T-2"))
+    apply("invoices.upsert", {**invoice, "event_id": payloads.event_id()})
+    db.refresh(stored)
+    assert (stored.status, stored.balance) == ("Paid", Decimal("0.00"))

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import AuditEvent, Client, Contact
+from models.records import RejectedEvent
 from services.dispatch import Outcome
 
 
@@ -45,7 +46,28 @@ def test_contact_id_is_unique(apply: Apply) -> None:
     apply("clients.add", payloads.client("C2", send_welcome=False))
     result = apply("contacts.add", payloads.contact("K1", "C2"))
     assert result.outcome is Outcome.REJECTED
-    assert result.reason == "contact 'K1' already exists"
+    assert result.reason == (
+        "contact id 'K1' is taken by another client: contact ids are unique across all "
+        "clients, so this contact needs an id of its own"
+    )
+    again = apply("contacts.add", {**payloads.contact("K1", "C1"), "event_id": "k1-again"})
+    assert again.reason == "contact 'K1' already exists"
+
+
+def test_another_clients_contact_does_not_release_an_event_waiting_for_its_own(
+    apply: Apply, db: Session
+) -> None:
+    # C2's update of its contact K1 overtakes C2's contacts.add; C1 then adds a K1 of its own.
+    apply("clients.add", payloads.client("C1", send_welcome=False))
+    apply("clients.add", payloads.client("C2", send_welcome=False))
+    waiting = apply("contacts.update", {"event_id": "u1", "client_id": "C2", "contact_id": "K1",
+                                        "firstname": "Later"})  # fmt: skip
+    assert waiting.outcome is Outcome.REJECTED
+    row = db.scalars(select(RejectedEvent).where(RejectedEvent.event_id == "u1")).one()
+    assert row.waiting_for == "contact:C2/K1"
+    apply("contacts.add", payloads.contact("K1", "C1"))
+    db.expire_all()
+    assert db.get(RejectedEvent, row.id).released_at is None  # type: ignore[union-attr]
 
 
 def test_update_contact_flags(apply: Apply, db: Session) -> None:

@@ -158,3 +158,38 @@ def test_any_json_value_is_either_valid_or_refused_with_a_reason(
     except Rejected as exc:
         reason = exc.reason
     assert reason.strip()
+
+
+@pytest.mark.parametrize(
+    ("email", "stored"),
+    [
+        ("billing@xn--bcher-kva.example", "billing@xn--bcher-kva.example"),
+        ("billing@bücher.example", "billing@xn--bcher-kva.example"),
+        ("Ada@Example.COM", "Ada@example.com"),
+    ],
+)
+def test_addresses_are_kept_as_smtp_carries_them(email: str, stored: str) -> None:
+    event = parse_event("clients.add", payloads.client("C1", email=email))
+    assert getattr(event, "email") == stored  # noqa: B009  (the event's type is the base)
+
+
+@pytest.mark.parametrize("email", ["İnx@example.org", "ü@example.org"])
+def test_a_mailbox_that_needs_smtputf8_is_refused(email: str) -> None:
+    reason = reason_for("clients.add", payloads.client("C1", email=email))
+    assert reason.startswith("invalid event: email: Value error, cannot be sent to: ")
+
+
+def test_notification_context_nesting_is_bounded() -> None:
+    deep: Any = "leaf"
+    for _ in range(16):
+        deep = {"d": deep}
+    parse_event("notifications.send", payloads.notification(context=deep))  # 16 levels: fine
+    reason = reason_for("notifications.send", payloads.notification(context={"d": deep}))
+    assert reason == "invalid event: context: Value error, nests 17 levels deep; the limit is 16"
+
+
+def test_a_client_actor_may_not_set_notes() -> None:
+    payload = payloads.event("C1", actor=payloads.client_actor("C1"), notes="VIP")
+    reason = reason_for("clients.update", payload)
+    assert reason.endswith("notes are for admins only; a client actor may not set them")
+    parse_event("clients.update", {**payload, "actor": {"kind": "admin"}})

@@ -124,8 +124,31 @@ def test_multi_line_subject_refused(tmp_path: Path) -> None:
     (folder / "subject.txt").write_text("{{ title }}\nBcc: victim@example.com\n")
     (folder / "body.txt").write_text("x")
     (folder / "body.html").write_text("x")
-    with pytest.raises(TemplateError, match="multi-line subject"):
+    with pytest.raises(TemplateError, match=r"line break or control character \(U\+000A\)"):
         render_email("broken", {"title": "Hi"}, templates_dir=tmp_path)
+
+
+# Every character Python's str.splitlines() breaks on, and other controls: each would let a
+# context variable inject a header, and the email package refuses to write any of them.
+@pytest.mark.parametrize(
+    "separator", ["\r", "\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029",
+                  "\x00", "\x07", "\x1b", "\x7f", "\x9b"],
+)  # fmt: skip
+def test_a_subject_variable_with_any_line_separator_is_refused(separator: str) -> None:
+    context = {**BASE_CONTEXT, "title": f"Hello{separator}Bcc: x@example.org", "message": "Hi"}
+    with pytest.raises(TemplateError, match=f"U\\+{ord(separator):04X}"):
+        render_email("general_announcement", context)
+
+
+def test_a_context_value_of_the_wrong_shape_is_a_reason_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "_base").mkdir()
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    (folder / "subject.txt").write_text("{{ title() }}")
+    (folder / "body.txt").write_text("{% for line in lines %}{{ line.x }}{% endfor %}")
+    (folder / "body.html").write_text("x")
+    with pytest.raises(TemplateError, match="TypeError: 'str' object is not callable"):
+        render_email("calls", {"title": "Hi", "lines": []}, templates_dir=tmp_path)
 
 
 def test_base_is_not_a_sendable_template() -> None:

@@ -1,22 +1,35 @@
-"""The worker's consumer, extended so no malformed message is dropped without a record.
+"""The worker's consumer, extended so no malformed message stalls, crashes or vanishes.
 
 Celery logs and acknowledges messages it cannot decode, and messages naming a task it does not
-know; both would vanish from everything but the log. Here each is also written to the
-rejected events, with what could be read of it.
+know; both would vanish from everything but the log, and its log lines carry the whole body
+(personal data). A message whose body is not `[args, kwargs, embed]` is worse: the strategy
+raises, nothing acknowledges it, and it holds the prefetch slot for good (and again after a
+restart). A body nesting hundreds of levels deep kills the worker when it is pickled for the
+pool. Here every such message is written to the rejected events with what could be read of it
+and a reason, logged as one line naming the task and ids only, and acknowledged, so the next
+message flows.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from celery import signals
 from celery.worker.consumer import Consumer
+from kombu.exceptions import DecodeError
+from vine import promise
 
+from models.contracts.common import json_depth
 from services.rejections import record_rejection
+from workers import runtime
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 65_536
+# A task body is [args, kwargs, embed]: two levels before a value. Far above what any event
+# needs (a notification's context may nest 16 levels; the contract says so with a reason),
+# far below where JSON decoding and pickling to the pool recurse to death.
+MAX_BODY_DEPTH = 64
 
 
 def _readable_body(message: Any) -> str:
@@ -27,27 +40,52 @@ def _readable_body(message: Any) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def _record(task_name: str, message: Any, reason: str) -> None:
-    from workers import runtime
+def _headers(message: Any) -> dict[str, Any]:
+    headers = getattr(message, "headers", None)
+    return headers if isinstance(headers, dict) else {}
 
-    headers = getattr(message, "headers", None) or {}
+
+def _event_id(message: Any, headers: dict[str, Any]) -> Any:
+    """The event's own id where the body can be read (kombu caches the decoded body), so ops
+    and publishers find the refusal under the id they published; else the task id."""
+    try:
+        payload = message.decode()
+    except Exception:
+        payload = None
+    if isinstance(payload, list | tuple) and len(payload) > 1 and isinstance(payload[1], dict):
+        event_id = payload[1].get("event_id")
+        if isinstance(event_id, str):
+            return event_id
+    return headers.get("id")
+
+
+def _record(task_name: str, message: Any, reason: str) -> None:
+    headers = _headers(message)
+    message_id = _event_id(message, headers)
+    # Ids and the task name only: the body holds personal data and stays in the record.
+    log.error(
+        "refused message task=%r id=%r: %s", task_name, message_id, reason.splitlines()[0][:300]
+    )
+    readable = {
+        "headers": {str(k): str(v) for k, v in headers.items()},
+        "body": _readable_body(message),
+    }
     try:
         record_rejection(
             runtime.session_factory(),
             task_name,
-            {"headers": {k: str(v) for k, v in headers.items()}, "body": _readable_body(message)},
+            readable,
             reason,
-            event_id=str(headers["id"]) if "id" in headers else None,
+            event_id=str(message_id) if message_id is not None else None,
         )
     except Exception:
-        # Never let bookkeeping take the consumer down; Celery's own log line remains.
+        # Never let bookkeeping take the consumer down; the log line above remains.
         log.exception("could not record a malformed message")
 
 
 def record_foreign_entry(raw: str, error: str) -> None:
     """A queue entry that is not a kombu message at all (see workers/redis_transport.py)."""
-    from workers import runtime
-
+    log.error("refused queue entry: not a Celery message: %s", error[:300])
     try:
         record_rejection(
             runtime.session_factory(),
@@ -59,21 +97,78 @@ def record_foreign_entry(raw: str, error: str) -> None:
         log.exception("could not record a foreign queue entry")
 
 
+def body_problem(message: Any) -> str | None:
+    """Why this task message's body cannot be run, or None. Decodes it (kombu caches it)."""
+    try:
+        payload = message.decode()
+    except RecursionError:
+        return f"body nests deeper than JSON decoding allows; the limit is {MAX_BODY_DEPTH}"
+    depth = json_depth(payload)
+    if depth > MAX_BODY_DEPTH:
+        return f"body nests {depth} levels deep; the limit is {MAX_BODY_DEPTH}"
+    if "task" not in _headers(message):
+        return None  # protocol 1: Celery reads task, args and kwargs from the body itself
+    shape_ok = (
+        isinstance(payload, list | tuple)
+        and len(payload) == 3
+        and isinstance(payload[0], list | tuple)
+        and isinstance(payload[1], dict)
+        and isinstance(payload[2], dict | None)
+    )
+    return None if shape_ok else "body is not [args, kwargs, embed] (Celery message protocol 2)"
+
+
 class RecordingConsumer(Consumer):
+    # Set by Celery's Consumer at run time; celery-types does not declare them.
+    connection_errors: tuple[type[BaseException], ...]
+    event_dispatcher: Any
+
+    def create_task_handler(self, promise: Any = promise) -> Callable[[Any], Any]:
+        handle = super().create_task_handler(promise)
+
+        def on_task_received(message: Any) -> Any:
+            name = str(_headers(message).get("task") or "<invalid>")
+            try:
+                problem = body_problem(message)
+                if problem is None:
+                    return handle(message)
+            except self.connection_errors:
+                raise
+            except DecodeError as exc:
+                return self.on_decode_error(message, exc)
+            except Exception as exc:
+                # Anything Celery's strategy could not take would otherwise stay unacknowledged
+                # and hold the prefetch slot, stalling every message behind it.
+                problem = f"message is not a valid task message: {type(exc).__name__}: {exc}"
+            _record(name, message, problem)
+            message.reject_log_error(log, self.connection_errors)
+            return None
+
+        return on_task_received
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         _record(
             "<undecodable>",
             message,
             f"message body cannot be decoded ({message.content_type}): {exc}",
         )
-        super().on_decode_error(message, exc)
+        message.ack()
 
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        _record("<invalid>", message, "message is not a task message: it names no task")
+        message.reject_log_error(log, self.connection_errors)
 
-@signals.task_unknown.connect
-def _unknown_task(name: str | None = None, message: Any = None, **_: Any) -> None:
-    _record(str(name or "<unknown>"), message, f"unknown task {name!r}: no such event")
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        headers = _headers(message)
+        name = str(headers.get("task") or "<unknown>")
+        _record(name, message, f"unknown task {name!r}: no such event")
+        message.reject_log_error(log, self.connection_errors)
+        if self.event_dispatcher and "id" in headers:
+            self.event_dispatcher.send(
+                "task-failed", uuid=headers["id"], exception=f"NotRegistered({name!r})"
+            )
 
-
-@signals.task_rejected.connect
-def _invalid_message(message: Any = None, exc: Exception | None = None, **_: Any) -> None:
-    _record("<invalid>", message, f"message is not a valid task message: {exc}")
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        name = str(_headers(message).get("task") or "<invalid>")
+        _record(name, message, f"message is not a valid task message: {exc}")
+        message.reject_log_error(log, self.connection_errors)

@@ -32,8 +32,9 @@ from kombu.utils.json import loads
 log = logging.getLogger(__name__)
 
 # What parsing a foreign entry raises: not JSON or not UTF-8 (ValueError, UnicodeDecodeError),
-# JSON of the wrong shape (TypeError, KeyError, AttributeError), a body that is not base64.
-MALFORMED = (ValueError, TypeError, KeyError, AttributeError, binascii.Error)
+# JSON of the wrong shape (TypeError, KeyError, AttributeError), a body that is not base64,
+# JSON nested deeper than the decoder's recursion allows (RecursionError).
+MALFORMED = (ValueError, TypeError, KeyError, AttributeError, binascii.Error, RecursionError)
 
 
 class ForeignEntry(ValueError):
@@ -51,6 +52,15 @@ class CheckedMessage(virtual.Message):
     def __init__(self, payload: Any, channel: Any = None, **kwargs: Any) -> None:
         if not isinstance(payload, dict) or not isinstance(payload.get("properties"), dict):
             raise ForeignEntry(payload, "not a kombu envelope (no 'properties' object)")
+        info = payload["properties"].get("delivery_info")
+        if not isinstance(info, dict) or not {"exchange", "routing_key"} <= info.keys():
+            # kombu's QoS reads both when it records the message, after this check, and its
+            # KeyError there would pass for a lost connection: the entry would vanish.
+            raise ForeignEntry(
+                payload, "not a kombu envelope (no 'delivery_info' with exchange and routing_key)"
+            )
+        if not isinstance(payload["properties"].get("delivery_tag"), str):
+            raise ForeignEntry(payload, "not a kombu envelope (no 'delivery_tag' string)")
         try:
             super().__init__(payload, channel, **kwargs)
         except MALFORMED as exc:
@@ -59,6 +69,8 @@ class CheckedMessage(virtual.Message):
 
 def _raw_entry(exc: BaseException) -> str:
     if isinstance(exc, ForeignEntry):
+        if isinstance(exc.entry, str):
+            return exc.entry  # never parsed: kept as it was in the queue
         return json.dumps(exc.entry, ensure_ascii=True, default=repr)
     raw: Any = getattr(exc, "doc", None) or getattr(exc, "object", None)
     if isinstance(raw, bytes):
@@ -214,7 +226,12 @@ class Channel(kombu_redis.Channel):
             queue_key, item = reply
             queue = bytes_to_str(queue_key).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(queue)  # type: ignore[attr-defined]
-            self.connection._deliver(loads(bytes_to_str(item)), queue)
+            text = bytes_to_str(item)
+            try:
+                envelope = loads(text)
+            except MALFORMED as exc:
+                raise ForeignEntry(text, f"{type(exc).__name__}: {exc}") from exc
+            self.connection._deliver(envelope, queue)
             return True
         finally:
             self._in_poll = None
@@ -228,6 +245,7 @@ class Channel(kombu_redis.Channel):
             from workers.consumer import record_foreign_entry
 
             record_foreign_entry(_raw_entry(exc), str(exc))
+            self._forget_recorded(exc.entry)
             return True
         except self.connection_errors:  # type: ignore[attr-defined]
             raise
@@ -236,6 +254,19 @@ class Channel(kombu_redis.Channel):
 
             record_foreign_entry(_raw_entry(exc), f"{type(exc).__name__}: {exc}")
             return True  # the entry was consumed; the loop goes on
+
+
+    def _forget_recorded(self, entry: Any) -> None:
+        """The pop script records anything shaped enough like an envelope as unacknowledged;
+        an entry refused after that must leave the unacked hash too, or the visibility sweep
+        would put it back (and it would be recorded again) every hour."""
+        properties = entry.get("properties") if isinstance(entry, dict) else None
+        tag = properties.get("delivery_tag") if isinstance(properties, dict) else None
+        if isinstance(tag, str):
+            with self.conn_or_acquire() as client:
+                client.pipeline().hdel(self.unacked_key, tag).zrem(
+                    self.unacked_index_key, tag
+                ).execute()
 
 
 class Transport(kombu_redis.Transport):

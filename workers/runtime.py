@@ -11,6 +11,7 @@ from typing import Any
 
 from services.db import SessionFactory, make_engine, make_session_factory
 from services.mail.transports import MailTransport, transport_for
+from services.redaction import ids_only
 from workers.settings import get_settings
 
 
@@ -29,7 +30,7 @@ def publish(task_name: str, kwargs: dict[str, Any]) -> None:
     """Send one task by name through the worker's own app (routes and serializer included)."""
     from workers.app import app
 
-    app.send_task(task_name, kwargs=kwargs)
+    app.send_task(task_name, kwargs=kwargs, argsrepr="()", kwargsrepr=ids_only(kwargs))
 
 
 def forget_after_fork() -> None:

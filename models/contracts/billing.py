@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
 
 from pydantic import Field, model_validator
 
-from models.billing import BillingCycle, InvoiceStatus, ServiceStatus
-from models.contracts.common import Contract, Currency, Event, Id, InvoiceId, Line, Money, Short
+from models.billing import GENERATED_INVOICE_PREFIX, BillingCycle, InvoiceStatus, ServiceStatus
+from models.contracts.common import (
+    Contract,
+    Currency,
+    Date,
+    Event,
+    Id,
+    InvoiceId,
+    Line,
+    Money,
+    Short,
+)
 
 # An invoice with hundreds of lines is a data error upstream, and the emails carry them all.
 MAX_LINE_ITEMS = 200
@@ -21,7 +30,7 @@ class UpsertService(Event):
     amount: Money = Field(ge=0, description="Recurring amount per billing cycle.")
     currency: Currency
     billing_cycle: BillingCycle
-    next_due_date: dt.date | None = Field(
+    next_due_date: Date | None = Field(
         description="When the next period is due; null for One Time and Free Account."
     )
 
@@ -34,8 +43,8 @@ class LineItem(Contract):
 class UpsertInvoice(Event):
     invoice_id: InvoiceId
     number: Short
-    date: dt.date
-    due_date: dt.date
+    date: Date
+    due_date: Date
     currency: Currency
     items: list[LineItem] = Field(min_length=1, max_length=MAX_LINE_ITEMS)
     subtotal: Money
@@ -55,11 +64,19 @@ class UpsertInvoice(Event):
             raise ValueError(f"balance {self.balance} exceeds total {self.total}")
         if self.due_date < self.date:
             raise ValueError("due_date is before the invoice date")
+        if self.status == InvoiceStatus.UNPAID and self.balance == 0:
+            # It could never be settled: no payment is above 0 and at most the balance.
+            raise ValueError("an Unpaid invoice must have a balance above 0; send it as Paid")
+        if self.invoice_id.startswith(GENERATED_INVOICE_PREFIX):
+            raise ValueError(
+                f"invoice ids starting with {GENERATED_INVOICE_PREFIX!r} are the ones clientflow "
+                "generates; upstream invoices need ids of their own"
+            )
         return self
 
 
 class RecordPayment(Event):
     invoice_id: InvoiceId
     amount: Money = Field(gt=0)
-    date: dt.date
+    date: Date
     transaction_id: Line | None = Field(default=None, description="The gateway's reference.")

@@ -84,6 +84,9 @@ class UpdateClient(Event):
         refuse_nulls(self, REQUIRED_CLIENT_FIELDS | {"invoice_emails"})
         if not self.changed_fields():
             raise ValueError("names no field to change")
+        if self.actor.kind == "client" and "notes" in self.model_fields_set:
+            # WHMCS keeps notes for staff: a client editing its profile never sees them.
+            raise ValueError("notes are for admins only; a client actor may not set them")
         return self
 
     def changed_fields(self) -> dict[str, object]:

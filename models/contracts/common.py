@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import pycountry
+from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -18,14 +20,23 @@ from pydantic import (
     model_validator,
 )
 
-# C0/C1 control characters: CR/LF in a name would let a publisher inject email headers.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0/C1 control characters and the Unicode line and paragraph separators: any of them in a
+# value that reaches a header would let a publisher inject headers, and Python's email package
+# refuses to write such a header at all (which used to fail a whole delivery batch).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # Notes are the one multi-line field; they may keep newlines and tabs, nothing else.
-_CONTROL_EXCEPT_NEWLINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CONTROL_EXCEPT_NEWLINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+# Dates outside these bounds are data errors upstream, and near the end of Python's calendar
+# the invoice run's date arithmetic overflows (9999-12-31 + a reminder's lead time).
+EARLIEST_DATE = dt.date(1970, 1, 1)
+LATEST_DATE = dt.date(2199, 12, 31)
+# How deeply a JSON value (a notification's context) may nest. Deep nesting is never data a
+# template needs, and past a few hundred levels Python's JSON and pickle recurse to death.
+MAX_JSON_DEPTH = 16
 
 
 def _single_line(value: str) -> str:
-    if _CONTROL.search(value):
+    if CONTROL_CHARACTERS.search(value):
         raise ValueError("must be a single line without control characters (CR, LF, ...)")
     return value
 
@@ -34,6 +45,39 @@ def _multi_line(value: str) -> str:
     if _CONTROL_EXCEPT_NEWLINES.search(value):
         raise ValueError("must not contain control characters other than newlines and tabs")
     return value
+
+
+def _bounded_date(value: dt.date) -> dt.date:
+    if not EARLIEST_DATE <= value <= LATEST_DATE:
+        raise ValueError(f"must be between {EARLIEST_DATE} and {LATEST_DATE}")
+    return value
+
+
+def sendable_address(value: str) -> str:
+    """The address as SMTP will carry it: the domain in its ASCII (IDNA) form, one spelling
+    per mailbox so uniqueness checks in Python and in PostgreSQL agree. Mail goes out without
+    SMTPUTF8, so the part before the @ must be ASCII. ValueError says why it cannot be."""
+    try:
+        checked = validate_email(value, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"cannot be sent to: {exc}") from exc
+    return str(checked.ascii_email)
+
+
+def json_depth(value: Any) -> int:
+    """How many arrays and objects deep `value` nests, counted without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend((v, depth + 1) for v in item)
+        else:
+            deepest = max(deepest, depth)
+            continue
+        deepest = max(deepest, depth + 1)
+    return deepest
 
 
 def _currency(value: str) -> str:
@@ -98,7 +142,10 @@ Line = Annotated[
     AfterValidator(_single_line),
 ]
 Notes = Annotated[str, StringConstraints(max_length=5000), AfterValidator(_multi_line)]
-Email = Annotated[EmailStr, StringConstraints(max_length=254)]
+Email = Annotated[
+    EmailStr, StringConstraints(max_length=254), AfterValidator(sendable_address)
+]
+Date = Annotated[dt.date, AfterValidator(_bounded_date)]
 # Invoices the run generates are named "auto:<service id>:<yyyymmdd>" (see models/billing.py).
 InvoiceId = Annotated[
     str, StringConstraints(min_length=1, max_length=96, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")

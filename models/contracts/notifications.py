@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, field_validator
 
-from models.contracts.common import Category, Event
+from models.contracts.common import MAX_JSON_DEPTH, Category, Event, json_depth
 
 TemplateName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
@@ -26,6 +26,9 @@ class SendNotification(Event):
     @field_validator("context")
     @classmethod
     def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        depth = json_depth(value)
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"nests {depth} levels deep; the limit is {MAX_JSON_DEPTH}")
         text = json.dumps(value, ensure_ascii=False)
         if "\\u0000" in text:
             raise ValueError("must not contain NUL characters")

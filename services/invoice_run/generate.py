@@ -10,7 +10,14 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from models.billing import BillingCycle, Invoice, InvoiceStatus, Service, ServiceStatus
+from models.billing import (
+    GENERATED_INVOICE_PREFIX,
+    BillingCycle,
+    Invoice,
+    InvoiceStatus,
+    Service,
+    ServiceStatus,
+)
 from services.sql import insert_new_rows
 
 MONTHS = {
@@ -35,7 +42,7 @@ def add_months(day: date, months: int) -> date:
 
 def invoice_id_for(service_id: str, due: date) -> str:
     """Deterministic, so the primary key itself allows one invoice per service period."""
-    return f"auto:{service_id}:{due:%Y%m%d}"
+    return f"{GENERATED_INVOICE_PREFIX}{service_id}:{due:%Y%m%d}"
 
 
 def select_services(on: date, lead_days: int, after: str, size: int) -> Select[Service]:
@@ -96,7 +103,7 @@ def _invoice_row(service: Service, due: date, following: date | None, on: date) 
     return {
         "id": invoice_id,
         "client_id": service.client_id,
-        "number": invoice_id.removeprefix("auto:"),
+        "number": invoice_id.removeprefix(GENERATED_INVOICE_PREFIX),
         "date": min(on, due),
         "due_date": due,
         "currency": service.currency,

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, or_, select
+from sqlalchemy import Select, and_, delete, exists, or_, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, selectinload
 
 from models.billing import Invoice, InvoiceNotice, InvoiceStatus, Notice, NoticeOutcome
 from models.clients import Client
 from services.invoice_mail import queue_notice_emails
 from services.invoice_run.schedule import NoticeSchedule, decide
+from services.redaction import redact_addresses
 from services.routing import Recipient, route_invoice_recipients
 from services.sql import insert_new_rows
+
+log = logging.getLogger(__name__)
 
 
 def select_invoices(on: date, schedule: NoticeSchedule, after: str, size: int) -> Select[Invoice]:
@@ -58,6 +63,9 @@ class Notified:
     skipped: int = 0
     no_recipient: int = 0
     email_ids: list[str] = field(default_factory=list)
+    # "invoice 'X': why": invoices this batch could not handle and left for the next run,
+    # so that one bad invoice costs its own notice, not the batch's.
+    problems: list[str] = field(default_factory=list)
 
 
 def notify_batch(
@@ -76,9 +84,16 @@ def notify_batch(
     """
     rows: list[dict[str, Any]] = []
     planned: dict[str, tuple[Notice, list[Recipient]]] = {}
+    result = Notified()
     for invoice in invoices:
         recorded = {n.notice for n in invoice.notices}
-        send, skipped = decide(schedule.started(invoice.date, invoice.due_date, on), recorded)
+        try:
+            started = schedule.started(invoice.date, invoice.due_date, on)
+        except (OverflowError, ValueError) as exc:
+            # Dates the contract now bounds, stored before it did (9999-12-31 + a lead time).
+            result.problems.append(_problem(invoice, exc))
+            continue
+        send, skipped = decide(started, recorded)
         for notice in skipped:
             rows.append(_row(invoice, notice, NoticeOutcome.SKIPPED, run_id, 0))
         if send is not None:
@@ -93,7 +108,6 @@ def notify_batch(
         rows,
         ("invoice_id", "notice"),
     )
-    result = Notified()
     result.skipped = sum(
         1 for r in rows if r["outcome"] == NoticeOutcome.SKIPPED and _key(r) in claimed
     )
@@ -106,9 +120,29 @@ def notify_batch(
         if not recipients:
             result.no_recipient += 1
             continue
+        try:
+            ids = queue_notice_emails(session, company_name, invoice, notice, recipients)
+        except DBAPIError:
+            raise  # the database, not this invoice: the batch is retried
+        except Exception as exc:
+            # Its emails cannot be made (a template refusing its data): give the claim back
+            # so a later run tries again, and let the rest of the batch go out.
+            session.execute(
+                delete(InvoiceNotice).where(
+                    InvoiceNotice.invoice_id == invoice.id, InvoiceNotice.notice == notice.value
+                )
+            )
+            result.problems.append(_problem(invoice, exc))
+            continue
         result.sent[notice.value] += 1
-        result.email_ids += queue_notice_emails(session, company_name, invoice, notice, recipients)
+        result.email_ids += ids
     return result
+
+
+def _problem(invoice: Invoice, exc: Exception) -> str:
+    problem = redact_addresses(f"invoice {invoice.id!r}: {type(exc).__name__}: {exc}")
+    log.warning("invoice run left an invoice for later: %s", problem)
+    return problem
 
 
 def _row(

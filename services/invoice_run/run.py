@@ -27,6 +27,7 @@ from services.invoice_run.generate import generate_batch, select_services
 from services.invoice_run.notify import notify_batch, select_invoices
 from services.invoice_run.schedule import STAGES, NoticeSchedule
 from services.outbox import DELIVER_TASK, Publish
+from services.redaction import redact_addresses
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ RUN_NAME = "invoices.run"
 # A batch commits within seconds, and each commit moves the run's heartbeat; a `running` run
 # silent for this long lost its worker (kill -9, OOM). Its redelivered task is a new run.
 STALE_AFTER = timedelta(minutes=15)
+
+MAX_PROBLEMS_KEPT = 20
 
 # Called after each committed batch with the pass ("generate" | "notify"), the number of
 # rows the batch looked at, and the run's counts so far (what the CLI's progress bar shows).
@@ -58,6 +61,10 @@ def new_counts() -> dict[str, Any]:
         "skipped": 0,
         "no_recipient": 0,
         "emails": 0,
+        # Invoices the notice pass could not handle (left for the next run), and the last
+        # few reasons, so ops can see which and why.
+        "unhandled": 0,
+        "problems": [],
         "batches": {"generate": 0, "notify": 0},
         # The most statements one batch's transaction sent, per pass.
         "queries_per_batch": {"generate": 0, "notify": 0},
@@ -79,7 +86,7 @@ def run_invoices(
         _notify(session_factory, publish, policy, on, run.id, counts, progress)
     except BaseException as exc:
         try:
-            error = "".join(traceback.format_exception(exc))
+            error = redact_addresses("".join(traceback.format_exception(exc)))
             _finish(session_factory, run, counts, "failed", error)
         except Exception:  # often the same outage; the original error is the one to raise
             log.exception("could not record invoice run %s as failed", run.id)
@@ -140,6 +147,8 @@ def _notify(
         counts["skipped"] += notified.skipped
         counts["no_recipient"] += notified.no_recipient
         counts["emails"] += len(notified.email_ids)
+        counts["unhandled"] += len(notified.problems)
+        counts["problems"] = (counts["problems"] + notified.problems)[-MAX_PROBLEMS_KEPT:]
         uow.after_commit(partial(outbox.publish_staged, session_factory, staged, publish))
 
     _in_batches(
@@ -197,7 +206,10 @@ def _batch_done(
 
 def _copy(counts: dict[str, Any]) -> dict[str, Any]:
     # A fresh structure each time: the JSON type compares by value to decide what to write.
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in counts.items()}
+    return {
+        k: dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v
+        for k, v in counts.items()
+    }
 
 
 def _start(session_factory: SessionFactory, on: date) -> ScheduledRun:

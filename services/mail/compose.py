@@ -5,13 +5,16 @@ from __future__ import annotations
 from email.message import EmailMessage as MimeMessage
 from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 
+from models.contracts.common import sendable_address
 from models.emails import EmailMessage
 
 
 def compose(message: EmailMessage, mail_from: str) -> MimeMessage:
     mime = MimeMessage()
     mime["From"] = mail_from
-    mime["To"] = formataddr((message.to_name, message.to_address))
+    # Rows logged before addresses were stored in their ASCII form may hold a Unicode domain,
+    # which the SMTP encoder refuses; the ASCII form reaches the same mailbox.
+    mime["To"] = formataddr((message.to_name, sendable_address(message.to_address)))
     mime["Subject"] = message.subject
     mime["Date"] = format_datetime(message.created_at)
     sender_domain = parseaddr(mail_from)[1].rpartition("@")[2] or None

@@ -9,6 +9,7 @@ from typing import Any
 
 import jinja2
 
+from models.contracts.common import CONTROL_CHARACTERS
 from services.errors import Rejected
 
 # Installed beside this package (wheel) or at the repository root (editable install).
@@ -59,10 +60,21 @@ def render_email(
         subject, text, html = (env.get_template(f"{name}/{part}").render(context) for part in PARTS)
     except jinja2.UndefinedError as exc:
         raise TemplateError(f"template {name!r} cannot render: {exc.message}") from exc
+    except Exception as exc:
+        # The context is the publisher's JSON: a value of the wrong shape (a string where the
+        # template calls or loops) fails here, and that is the event's fault, not a bug to retry.
+        raise TemplateError(
+            f"template {name!r} cannot render with this context: {type(exc).__name__}: {exc}"
+        ) from exc
     subject = subject.strip()
-    if "\n" in subject or "\r" in subject:
-        # A subject is one header line; a newline would break or inject headers.
-        raise TemplateError(f"template {name!r} renders a multi-line subject")
+    breaking = CONTROL_CHARACTERS.search(subject)
+    if breaking:
+        # A subject is one header line; a line break (CR, LF, U+2028, ...) or another control
+        # character would break or inject headers, and the email package refuses to write it.
+        raise TemplateError(
+            f"template {name!r} renders a subject with a line break or control character "
+            f"(U+{ord(breaking.group()):04X})"
+        )
     if not subject:
         raise TemplateError(f"template {name!r} renders an empty subject")
     if len(subject) > MAX_SUBJECT_CHARS:
