@@ -172,6 +172,35 @@ def test_a_task_message_whose_body_is_not_args_kwargs_embed_is_recorded_and_ackn
     assert worker.alive
 
 
+@pytest.mark.parametrize(
+    ("spoil", "why"),
+    [
+        ({"id": None}, "KeyError: 'id'"),  # kombu took this KeyError for a lost connection
+        ({"eta": "soon"}, "invalid ETA value 'soon'"),
+        ({"timelimit": 5}, "TypeError"),
+        ({"expires": [1, 2, 3]}, "invalid expires value"),
+    ],
+    ids=repr,
+)
+def test_a_task_message_with_spoilt_celery_headers_is_recorded_and_acknowledged(
+    worker: WorkerProcess, smtp: SmtpSink, spoil: dict[str, Any], why: str
+) -> None:
+    pid = worker.pid
+    headers = {**task_headers("clients.add"), **spoil}
+    headers = {k: v for k, v in headers.items() if v is not None}
+    body = json.dumps([[], payloads.client("X1", event_id="spoilt"), {}]).encode()
+    worker.redis.lpush("events", kombu_envelope(body, headers))
+
+    reason = reason_for(worker, "spoilt")
+    assert reason.startswith("message is not a valid task message: "), reason
+    assert why in reason
+    good_event_flows(worker, smtp, "G1")
+    worker.wait_idle()
+    assert worker.redis.hlen(UNACKED_KEY) == 0
+    assert worker.pid == pid
+    assert "Connection to broker lost" not in worker.log_text()
+
+
 def test_deep_nesting_is_refused_and_the_worker_keeps_going(
     worker: WorkerProcess, smtp: SmtpSink
 ) -> None:

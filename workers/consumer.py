@@ -132,11 +132,14 @@ class RecordingConsumer(Consumer):
                 problem = body_problem(message)
                 if problem is None:
                     return handle(message)
-            except self.connection_errors:
-                raise
             except DecodeError as exc:
                 return self.on_decode_error(message, exc)
             except Exception as exc:
+                if isinstance(exc, self.connection_errors) and not isinstance(exc, LookupError):
+                    raise  # the broker went away: Celery reconnects and redelivers
+                # kombu counts KeyError among the Redis transport's connection errors, but
+                # here it is a message without an `id` header: taken for a lost connection it
+                # made the consumer restart and get the same message back, for ever.
                 # Anything Celery's strategy could not take would otherwise stay unacknowledged
                 # and hold the prefetch slot, stalling every message behind it.
                 problem = f"message is not a valid task message: {type(exc).__name__}: {exc}"
