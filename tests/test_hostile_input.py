@@ -149,8 +149,11 @@ def email_row(key: str, **fields: Any) -> EmailMessage:
 
 
 @pytest.mark.parametrize(
-    "body", [{"a": 1}, None, "hello", [1], [[], {}, {}, 4], [[], "kwargs", {}]], ids=repr
-)
+    "body",
+    [{"a": 1}, None, "hello", [1], [[], {}, {}, 4], [[], "kwargs", {}],
+     [[], {}, {"chain": [{"task": "x"}]}]],
+    ids=repr,
+)  # fmt: skip
 def test_a_task_message_whose_body_is_not_args_kwargs_embed_is_recorded_and_acknowledged(
     worker: WorkerProcess, smtp: SmtpSink, body: Any
 ) -> None:
@@ -159,7 +162,11 @@ def test_a_task_message_whose_body_is_not_args_kwargs_embed_is_recorded_and_ackn
     worker.redis.lpush("events", kombu_envelope(json.dumps(body).encode(), headers))
 
     reason = reason_for(worker, headers["id"])
-    assert reason == "body is not [args, kwargs, embed] (Celery message protocol 2)"
+    if body == [[], {}, {"chain": [{"task": "x"}]}]:
+        assert reason == "clientflow's tasks take no callbacks, chains or chords (embed has " \
+            "['chain'])"  # fmt: skip
+    else:
+        assert reason == "body is not [args, kwargs, embed] (Celery message protocol 2)"
     with worker.sessions() as session:
         row = session.scalars(select(RejectedEvent)).one()
     assert row.task_name == "clients.add"
@@ -175,10 +182,14 @@ def test_a_task_message_whose_body_is_not_args_kwargs_embed_is_recorded_and_ackn
 @pytest.mark.parametrize(
     ("spoil", "why"),
     [
-        ({"id": None}, "KeyError: 'id'"),  # kombu took this KeyError for a lost connection
-        ({"eta": "soon"}, "invalid ETA value 'soon'"),
-        ({"timelimit": 5}, "TypeError"),
-        ({"expires": [1, 2, 3]}, "invalid expires value"),
+        # kombu took the KeyError of a missing id for a lost connection and looped on it.
+        ({"id": None}, "header 'id' must be a non-empty string (the task id)"),
+        ({"eta": "soon"}, "message is not a valid task message: invalid ETA value 'soon'"),
+        # Read only when the task leaves for the pool: under load, outside any handler.
+        ({"timelimit": [1, 2, 3]}, "header 'timelimit' must be [soft, hard] in seconds"),
+        ({"timelimit": 5}, "header 'timelimit' must be [soft, hard] in seconds"),
+        ({"retries": "many"}, "header 'retries' must be a whole number of at least 0"),
+        ({"expires": [1, 2, 3]}, "message is not a valid task message: invalid expires value"),
     ],
     ids=repr,
 )
@@ -191,9 +202,7 @@ def test_a_task_message_with_spoilt_celery_headers_is_recorded_and_acknowledged(
     body = json.dumps([[], payloads.client("X1", event_id="spoilt"), {}]).encode()
     worker.redis.lpush("events", kombu_envelope(body, headers))
 
-    reason = reason_for(worker, "spoilt")
-    assert reason.startswith("message is not a valid task message: "), reason
-    assert why in reason
+    assert reason_for(worker, "spoilt").startswith(why)
     good_event_flows(worker, smtp, "G1")
     worker.wait_idle()
     assert worker.redis.hlen(UNACKED_KEY) == 0

@@ -30,6 +30,8 @@ MAX_BODY_BYTES = 65_536
 # needs (a notification's context may nest 16 levels; the contract says so with a reason),
 # far below where JSON decoding and pickling to the pool recurse to death.
 MAX_BODY_DEPTH = 64
+# What a protocol 2 embed may carry that makes Celery run more after the task.
+WORKFLOW_KEYS = ("callbacks", "errbacks", "chain", "chord")
 
 
 def _readable_body(message: Any) -> str:
@@ -97,8 +99,42 @@ def record_foreign_entry(raw: str, error: str) -> None:
         log.exception("could not record a foreign queue entry")
 
 
+def _seconds(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+    )
+
+
+def header_problem(headers: dict[str, Any]) -> str | None:
+    """Why Celery's own headers cannot be used, or None.
+
+    Celery reads some of them only when the task leaves for the pool, which under load happens
+    later, from the pool's semaphore, outside any handler: a bad `timelimit` there stopped the
+    worker ("Unrecoverable error"), so they are checked before the message is taken.
+    """
+    if "task" not in headers:
+        return None  # protocol 1, or not a task message: Celery's own checks say which
+    task_id = headers.get("id")
+    if not isinstance(task_id, str) or not task_id:
+        return "header 'id' must be a non-empty string (the task id)"
+    limits = headers.get("timelimit")
+    if limits is not None and not (
+        isinstance(limits, list | tuple) and len(limits) == 2 and all(map(_seconds, limits))
+    ):
+        return "header 'timelimit' must be [soft, hard] in seconds (each a number or null)"
+    retries = headers.get("retries")
+    if retries is not None and (
+        not isinstance(retries, int) or isinstance(retries, bool) or retries < 0
+    ):
+        return "header 'retries' must be a whole number of at least 0"
+    return None
+
+
 def body_problem(message: Any) -> str | None:
-    """Why this task message's body cannot be run, or None. Decodes it (kombu caches it)."""
+    """Why this task message cannot be run, or None. Decodes its body (kombu caches it)."""
+    problem = header_problem(_headers(message))
+    if problem is not None:
+        return problem
     try:
         payload = message.decode()
     except RecursionError:
@@ -115,7 +151,13 @@ def body_problem(message: Any) -> str | None:
         and isinstance(payload[1], dict)
         and isinstance(payload[2], dict | None)
     )
-    return None if shape_ok else "body is not [args, kwargs, embed] (Celery message protocol 2)"
+    if not shape_ok:
+        return "body is not [args, kwargs, embed] (Celery message protocol 2)"
+    workflow = sorted(k for k in WORKFLOW_KEYS if (payload[2] or {}).get(k))
+    if workflow:
+        # Celery acts on these in the pool after the task has run; nothing upstream needs them.
+        return f"clientflow's tasks take no callbacks, chains or chords (embed has {workflow})"
+    return None
 
 
 class RecordingConsumer(Consumer):
