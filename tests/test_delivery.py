@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import payloads
 from conftest import Apply, Publisher
@@ -279,3 +280,27 @@ def test_a_connection_dropped_mid_chunk_leaves_nothing_in_sending(
     assert len(again.sent) == owed - 3
     assert len(smtp.wait_for(owed)) == owed
     assert len({str(m.message["To"]) for m in smtp.messages}) == owed
+
+
+def test_one_transport_keeps_its_connection_between_batches_and_drops_a_broken_one(
+    apply: Apply, publisher: Publisher, session_factory: SessionFactory, smtp: SmtpSink
+) -> None:
+    """What each worker process does: its transport is reused by every delivery it runs."""
+    transport = SmtpTransport(smtp.url)
+    for n in range(3):
+        apply("clients.add", payloads.client(f"C{n}"))  # a welcome email each
+        deliver_messages(publisher.message_ids, session_factory, transport, FROM, max_attempts=3)
+    smtp.wait_for(3)
+    assert smtp.connections == 1
+
+    # The server goes away between batches: the kept connection is found dead and replaced.
+    smtp.stop()
+    smtp.start()
+    apply("clients.add", payloads.client("C9"))
+    with patch("services.mail.transports.CHECK_IDLE_AFTER_SECONDS", 0.0):
+        report = deliver_messages(
+            publisher.message_ids, session_factory, transport, FROM, max_attempts=3
+        )
+    assert len(report.sent) == 1
+    assert smtp.connections == 1  # counted since the restart: one new connection
+    transport.close()

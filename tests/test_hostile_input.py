@@ -31,6 +31,7 @@ from services.dispatch import Outcome, process_event
 pytestmark = pytest.mark.worker
 
 worker = worker_fixture()
+watched_worker = worker_fixture(name="watched_worker", extra_settings={"task_events": "true"})
 
 
 def reason_for(worker: WorkerProcess, event_id: str) -> str:
@@ -426,8 +427,9 @@ def test_over_long_ids_and_client_set_notes_are_refused_with_reasons(
 
 
 def test_task_events_and_the_workers_refusals_carry_ids_not_personal_data(
-    worker: WorkerProcess, smtp: SmtpSink
+    watched_worker: WorkerProcess, smtp: SmtpSink
 ) -> None:
+    worker = watched_worker
     secret = "grace.hopper.secret@example.org"
     received: list[dict[str, Any]] = []
     with worker.app.connection_for_read() as connection:

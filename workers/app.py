@@ -49,9 +49,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # acks_late tasks that fail (a bug, or a dead letter already recorded) are acknowledged:
         # redelivering them would only fail again.
         "task_acks_on_failure_or_timeout": True,
-        # Prefetch one: tasks are short and uneven (an email batch holds an SMTP connection),
-        # so a worker should not sit on messages another idle worker could take.
-        "worker_prefetch_multiplier": 1,
+        # Messages each pool process may hold ahead (acknowledged late, so a dead worker's
+        # come back). Default one: tasks are short and uneven (an email batch holds an SMTP
+        # connection), so a worker should not sit on messages an idle one could take;
+        # measured, 4 gave no more throughput here and a worse latency (bench/README.md).
+        "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
         # A worker started before Redis is up waits for it instead of exiting.
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
@@ -82,9 +84,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             Queue("celery", Exchange("celery", type="direct"), routing_key="celery"),
         ),
         "task_routes": {"emails.*": {"queue": "emails"}},
-        # Task events let Flower and `celery events` see what the workers do.
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Task events cost broker messages on every task; Flower and `celery events` switch
+        # the workers' on while they watch (enable_events), so they are off unless asked for.
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         "timezone": "UTC",
         "enable_utc": True,
     }
@@ -144,6 +147,13 @@ def _fresh_resources_in_child(**_: Any) -> None:
     from workers import runtime
 
     runtime.forget_after_fork()
+
+
+@signals.worker_process_shutdown.connect
+def _close_resources_in_child(**_: Any) -> None:
+    from workers import runtime
+
+    runtime.close_mail_transport()
 
 
 def create_app(settings: Settings | None = None) -> Celery:

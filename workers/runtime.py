@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 from services.db import SessionFactory, make_engine, make_session_factory
-from services.mail.transports import MailTransport, transport_for
+from services.mail.transports import MailTransport, SmtpTransport, transport_for
 from services.redaction import ids_only
 from workers.settings import get_settings
 
@@ -39,3 +39,13 @@ def forget_after_fork() -> None:
         engine = session_factory().kw["bind"]
         engine.dispose(close=False)
     session_factory.cache_clear()
+    # A kept SMTP connection is the parent's socket: the child opens its own.
+    mail_transport.cache_clear()
+
+
+def close_mail_transport() -> None:
+    """A pool process going away says QUIT on its kept SMTP connection."""
+    if mail_transport.cache_info().currsize:
+        transport = mail_transport()
+        if isinstance(transport, SmtpTransport):
+            transport.close()

@@ -141,6 +141,21 @@ class Settings(BaseSettings):
             raise ValueError("must have five fields: minute hour day-of-month month day-of-week")
         return value
 
+    worker_prefetch_multiplier: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Messages each pool process reserves ahead. Higher can keep busy workers "
+        "fed; 1 lets an idle worker take what a busy one would otherwise hold.",
+    )
+
+    task_events: bool = Field(
+        default=False,
+        description="Workers send Celery's task events and publishers the task-sent event "
+        "(each a broker message per task). Off: `celery events` and Flower turn the worker "
+        "side on themselves while they watch; ops status and the exporter need none.",
+    )
+
     log_format: Literal["text", "json"] = Field(
         default="text",
         description="Worker log lines: Celery's text, or one JSON object per line carrying "

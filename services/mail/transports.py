@@ -6,6 +6,8 @@ import os
 import re
 import smtplib
 import ssl
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from email.message import EmailMessage as MimeMessage
@@ -26,13 +28,36 @@ class MailTransport(Protocol):
 class SmtpConnection:
     def __init__(self, smtp: smtplib.SMTP) -> None:
         self._smtp = smtp
+        # The server hung up or said it is closing (421): not a connection to keep.
+        self.broken = False
 
     def send(self, message: MimeMessage) -> None:
-        self._smtp.send_message(message)
+        try:
+            self._smtp.send_message(message)
+        except (smtplib.SMTPServerDisconnected, OSError):
+            self.broken = True
+            raise
+        except smtplib.SMTPResponseException as exc:
+            self.broken = exc.smtp_code == 421
+            raise
+        except smtplib.SMTPRecipientsRefused as exc:
+            self.broken = any(code == 421 for code, _ in exc.recipients.values())
+            raise
+
+
+# A kept connection idle longer than this is asked NOOP before it is used again: servers
+# drop idle clients (RFC 5321 suggests 5 minutes), and a stale connection found only by the
+# first send would cost that message an attempt.
+CHECK_IDLE_AFTER_SECONDS = 10.0
 
 
 class SmtpTransport:
-    """smtp://[user:pass@]host[:port][?starttls=true] or smtps://... for implicit TLS."""
+    """smtp://[user:pass@]host[:port][?starttls=true] or smtps://... for implicit TLS.
+
+    One connection is kept open between batches (connect, EHLO, STARTTLS, AUTH and QUIT cost
+    more round trips than a short batch's messages), per transport object: each worker
+    process has its own (workers/runtime.py). A batch that ends in an exception closes it.
+    """
 
     def __init__(self, url: str, timeout: float = 30.0) -> None:
         parts = urlsplit(url)
@@ -46,9 +71,34 @@ class SmtpTransport:
         query = parse_qs(parts.query)
         self.starttls = query.get("starttls", ["false"])[0].lower() in ("1", "true", "yes")
         self.timeout = timeout
+        # The kept connection and when it was last used; a lock because --pool threads
+        # shares one transport between threads (each takes the connection or opens its own).
+        self._kept: smtplib.SMTP | None = None
+        self._kept_at = 0.0
+        self._lock = threading.Lock()
 
     @contextmanager
     def connect(self) -> Iterator[MailConnection]:
+        smtp = self._take_kept() or self._open()
+        connection = SmtpConnection(smtp)
+        try:
+            yield connection
+        except BaseException:
+            _close(smtp)
+            raise
+        if connection.broken:
+            _close(smtp)
+        else:
+            self._keep(smtp)
+
+    def close(self) -> None:
+        """Say QUIT on the kept connection (a worker process shutting down)."""
+        with self._lock:
+            smtp, self._kept = self._kept, None
+        if smtp is not None:
+            _quit(smtp)
+
+    def _open(self) -> smtplib.SMTP:
         smtp: smtplib.SMTP
         if self.implicit_tls:
             smtp = smtplib.SMTP_SSL(
@@ -61,12 +111,42 @@ class SmtpTransport:
                 smtp.starttls(context=ssl.create_default_context())
             if self.username:
                 smtp.login(self.username, self.password or "")
-            yield SmtpConnection(smtp)
-        finally:
-            try:
-                smtp.quit()
-            except (smtplib.SMTPException, OSError):
-                smtp.close()
+        except BaseException:
+            _close(smtp)
+            raise
+        return smtp
+
+    def _take_kept(self) -> smtplib.SMTP | None:
+        with self._lock:
+            smtp, self._kept = self._kept, None
+            idle = time.monotonic() - self._kept_at
+        if smtp is None or idle < CHECK_IDLE_AFTER_SECONDS:
+            return smtp
+        try:
+            if smtp.noop()[0] == 250:
+                return smtp
+        except (smtplib.SMTPException, OSError):
+            pass
+        _close(smtp)
+        return None
+
+    def _keep(self, smtp: smtplib.SMTP) -> None:
+        with self._lock:
+            spare, self._kept, self._kept_at = self._kept, smtp, time.monotonic()
+        if spare is not None:  # another thread kept one meanwhile: one is enough
+            _quit(spare)
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
+
+
+def _close(smtp: smtplib.SMTP) -> None:
+    """After a failure the conversation's state is unknown: drop the socket, no QUIT."""
+    smtp.close()
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")

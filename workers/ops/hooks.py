@@ -14,8 +14,9 @@ from celery import Task, signals
 
 from workers import runtime
 from workers.ops import json_logs
+from workers.ops.outcome_buffer import OutcomeBuffer
 from workers.ops.queues import PUBLISHED_AT_HEADER
-from workers.ops.stats import outcome_of, record_outcome
+from workers.ops.stats import outcome_of
 from workers.settings import get_settings
 
 # A task published while another runs (an event's email delivery) inherits its event id,
@@ -24,6 +25,8 @@ EVENT_ID_HEADER = "clientflow_event_id"
 
 log = logging.getLogger(__name__)
 _started: dict[str, float] = {}
+# This process's task outcomes, written to task_stats about once a second (not per task).
+_outcomes = OutcomeBuffer(runtime.session_factory)
 
 
 @signals.before_task_publish.connect
@@ -59,14 +62,15 @@ def _task_finished(
     outcome = outcome_of(state, retval)
     try:
         if outcome is not None and started is not None:
-            record_outcome(
-                runtime.session_factory(), str(task.name), outcome, time.monotonic() - started
-            )
-    except Exception:
-        # Counting is bookkeeping: the task's own result stands whatever happens here.
-        log.warning("could not count %s as %s", task.name, outcome, exc_info=True)
+            _outcomes.add(str(task.name), outcome, time.monotonic() - started)
     finally:
         json_logs.leave_task()
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _write_counted_outcomes(**_: Any) -> None:
+    _outcomes.flush()
 
 
 @signals.after_setup_logger.connect

@@ -38,6 +38,18 @@ def outcome_of(state: str | None, result: object) -> str | None:
 ALL_EARLIER = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+@dataclass
+class Count:
+    """Runs of one task with one outcome in one minute, and their summed runtime."""
+
+    runs: int = 0
+    runtime: float = 0.0
+
+    def merge(self, other: Count) -> None:
+        self.runs += other.runs
+        self.runtime += other.runtime
+
+
 def record_outcome(
     session_factory: SessionFactory,
     task_name: str,
@@ -45,12 +57,21 @@ def record_outcome(
     runtime_seconds: float,
     at: datetime | None = None,
 ) -> None:
-    """Add one run to its minute's counter: one upsert, so concurrent workers never lose one."""
+    """Add one run to its minute's counter (what a worker's OutcomeBuffer does in bulk)."""
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}")
     bucket = (at or utcnow()).replace(second=0, microsecond=0)
+    record_outcomes(session_factory, {(bucket, task_name[:64], outcome): Count(1, runtime_seconds)})
+
+
+def record_outcomes(
+    session_factory: SessionFactory, counts: dict[tuple[datetime, str, str], Count]
+) -> None:
+    """Add runs to their minutes' counters in one transaction: upserts, so concurrent workers
+    never lose one (sorted, so two workers' transactions take the rows in the same order)."""
     with session_factory() as session:
-        _add(session, bucket, task_name[:64], outcome, 1, runtime_seconds)
+        for (bucket, task_name, outcome), count in sorted(counts.items()):
+            _add(session, bucket, task_name, outcome, count.runs, count.runtime)
         session.commit()
 
 
