@@ -467,3 +467,40 @@ def test_task_events_and_the_workers_refusals_carry_ids_not_personal_data(
     assert "refused message task='bogus.task'" in log
     assert "refused message task='clients.add'" in log
     assert secret not in log
+
+
+def test_a_context_of_the_wrong_shape_and_another_clients_contact_id_are_reasons(
+    worker: WorkerProcess, smtp: SmtpSink
+) -> None:
+    for client_id in ("C1", "C2"):
+        add = payloads.client(client_id, send_welcome=False)
+        worker.publish("clients.add", add)
+        worker.wait_applied(add["event_id"])
+    # The shipped invoice template loops over invoice["items"]: here a number.
+    context = confirmation_context()
+    context["invoice"]["items"] = 5
+    shape = payloads.notification("C1", "invoice", template="invoice_created", context=context)
+    worker.publish("notifications.send", shape)
+    assert reason_for(worker, shape["event_id"]) == (
+        "template 'invoice_created' cannot render with this context: TypeError: 'int' object "
+        "is not iterable"
+    )
+    # C2's update of its contact K1 overtakes its add; C1 takes the id K1 meanwhile.
+    early = payloads.event("C2", contact_id="K1", firstname="Later")
+    worker.publish("contacts.update", early)
+    reason_for(worker, early["event_id"])  # waiting for contact:C2/K1
+    mine = payloads.contact("K1", "C1")
+    worker.publish("contacts.add", mine)
+    worker.wait_applied(mine["event_id"])
+    theirs = payloads.contact("K1", "C2")
+    worker.publish("contacts.add", theirs)
+    assert reason_for(worker, theirs["event_id"]).startswith(
+        "contact id 'K1' is taken by another client"
+    )
+    worker.wait_idle()
+    with worker.sessions() as session:
+        waiting = session.scalars(
+            select(RejectedEvent).where(RejectedEvent.event_id == early["event_id"])
+        ).one()
+    assert (waiting.waiting_for, waiting.released_at) == ("contact:C2/K1", None)
+    good_event_flows(worker, smtp, "G1")
