@@ -15,8 +15,10 @@ import pytest
 import redis
 from celery import Celery
 from kombu import Consumer
+from kombu.transport import redis as kombu_redis
 from servers import RedisServer
 
+from workers import redis_transport
 from workers.app import create_app
 from workers.settings import Settings
 
@@ -217,3 +219,19 @@ def test_closing_a_torn_down_channel_leaves_its_messages_for_the_sweep(
         sweeper.qos.restore_visible()
     assert client.llen("events") == 1
     assert client.hlen("unacked") == 0
+
+
+def test_the_channel_refuses_a_kombu_it_was_not_written_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    redis_transport.check_kombu()  # the installed one passes
+    with pytest.raises(SystemExit) as outside:
+        redis_transport.check_kombu("5.8.0")
+    assert str(outside.value) == (
+        "clientflow: kombu 5.8.0 is outside the tested range; the Redis channel needs "
+        "kombu>=5.7,<5.8 (pip install -c constraints.txt -e .)"
+    )
+    monkeypatch.delattr(kombu_redis.Channel, "_flush_brpop_reauth")
+    with pytest.raises(SystemExit) as lacking:
+        redis_transport.check_kombu()
+    assert "lacks Channel._flush_brpop_reauth" in str(lacking.value)

@@ -21,6 +21,7 @@ import binascii
 import json
 import logging
 import time
+from importlib import metadata
 from queue import Empty
 from typing import Any
 
@@ -292,7 +293,39 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
+# kombu's private methods the channel above overrides or calls, and the kombu releases it was
+# written and tested against (pyproject.toml pins the same range; _flush_brpop_reauth is new
+# in 5.7). A kombu outside them refuses to start instead of failing on the first message.
+PRIVATE_NEEDS = {
+    kombu_redis.Channel: ("_brpop_start", "_brpop_read", "_flush_brpop_reauth", "_q_for_pri",
+                          "conn_or_acquire"),
+    kombu_redis.QoS: ("restore_unacked", "append", "_remove_from_indices"),
+}  # fmt: skip
+KOMBU_RANGE = ((5, 7), (5, 8))
+
+
+def check_kombu(version: str | None = None) -> None:
+    """Raise SystemExit (one line, no traceback) when this kombu cannot carry the channel."""
+    version = version or metadata.version("kombu")
+    low, high = KOMBU_RANGE
+    wanted = f"kombu>={low[0]}.{low[1]},<{high[0]}.{high[1]}"
+    release = tuple(int(part) for part in version.split(".")[:2])
+    missing = [
+        f"{owner.__name__}.{name}"
+        for owner, names in PRIVATE_NEEDS.items()
+        for name in names
+        if not hasattr(owner, name)
+    ]
+    if not low <= release < high or missing:
+        problem = f"lacks {', '.join(missing)}" if missing else "is outside the tested range"
+        raise SystemExit(
+            f"clientflow: kombu {version} {problem}; the Redis channel needs {wanted} "
+            "(pip install -c constraints.txt -e .)"
+        )
+
+
 def install() -> None:
-    """Make redis:// URLs in this process use the transport above."""
+    """Make redis:// URLs in this process use the transport above (after check_kombu)."""
+    check_kombu()
     for scheme in ("redis", "rediss"):
         TRANSPORT_ALIASES[scheme] = f"{__name__}:Transport"
