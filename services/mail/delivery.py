@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.errors
 import smtplib
 import time
 from collections.abc import Callable
@@ -19,6 +20,10 @@ from services.mail.compose import compose
 from services.mail.transports import MailTransport
 
 RECORD_SENT_ATTEMPTS = 5
+# What composing or flattening a message raises for content the email package refuses (a
+# linefeed in a header, an address it cannot encode). Named, not Exception: a time limit or
+# a bug must not be taken for bad content and fail a message for good.
+COMPOSE_ERRORS = (ValueError, TypeError, LookupError, email.errors.MessageError)
 # Messages claimed per commit. A worker that dies leaves at most this many in `sending`; they
 # were not sent (only the one between the server's 250 and our commit may have been), and the
 # relay requeues them when their lease ends: late, never twice.
@@ -49,7 +54,7 @@ def smtp_reply(exc: BaseException) -> tuple[int | None, str]:
 
 
 def _record_unsendable(
-    session: Session, message: EmailMessage, exc: Exception, report: DeliveryReport
+    session: Session, message: EmailMessage, exc: BaseException, report: DeliveryReport
 ) -> None:
     reason = f"cannot be composed, not retried: {type(exc).__name__}: {exc}"
     message.status = EmailStatus.FAILED
@@ -128,7 +133,7 @@ def deliver_messages(
                             if breaks_connection(exc):
                                 raise
                             continue
-                        except Exception as exc:
+                        except COMPOSE_ERRORS as exc:
                             # The message cannot be written as MIME (a header the email
                             # package refuses, an address it cannot encode): this message
                             # fails for good, the rest of the batch still goes out.
