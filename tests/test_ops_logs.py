@@ -50,7 +50,7 @@ def test_every_line_is_json_and_one_event_can_be_followed(
     worker.wait_idle()
 
     # Read while the worker runs: at shutdown Celery prints a plain "worker: Warm shutdown"
-    # notice past logging (README). A line still being written is left for the next read.
+    # notice past logging (docs/operations.md). A line still being written waits for the next read.
     written = worker.log_text().rpartition("\n")[0]
     lines: list[dict[str, Any]] = []
     for number, line in enumerate(written.splitlines(), 1):

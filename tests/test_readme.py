@@ -19,7 +19,7 @@ worker = worker_fixture(start=False)
 
 def publishing_example(repo_root: Path) -> str:
     readme = (repo_root / "README.md").read_text()
-    section = readme.split("### Publishing from another system", 1)[1]
+    section = readme.split("## Publishing an event", 1)[1]
     match = re.search(r"```python\n(.*?)```", section, re.S)
     assert match, "the README lost its publishing example"
     return match.group(1)

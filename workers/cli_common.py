@@ -116,7 +116,7 @@ def _bad_settings(exc: ValidationError) -> str:
         shown = "" if "url" in name.lower() or not isinstance(value, str) else f"={value[:40]!r}"
         problems.append(f"{name}{shown}: {message}")
     unique = list(dict.fromkeys(problems))
-    return f"bad setting: {'; '.join(unique)}; fix or unset it (see the README's settings table)"
+    return f"bad setting: {'; '.join(unique)}; fix or unset it (see docs/configuration.md)"
 
 
 def _database(exc: sa.DBAPIError) -> str | None:

@@ -29,7 +29,9 @@ UNHEALTHY = 1
 
 @ops_app.command("status")
 def status(
-    as_json: bool = typer.Option(False, "--json", help="One JSON object (schema in the README)."),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object (schema in docs/operations.md)."
+    ),
     watch: bool = typer.Option(False, "--watch", help="Refresh in place until Ctrl-C."),
     interval: float = typer.Option(2.0, help="Seconds between refreshes with --watch."),
 ) -> None:

@@ -1,7 +1,7 @@
 """The one picture of the system that `ops status` prints and `ops status --json` emits.
 
-These models are the documented JSON contract (README, "ops status --json"): add fields only
-with a new `version`, never rename one.
+These models are the documented JSON contract (docs/operations.md, "ops status --json"): add
+fields only with a new `version`, never rename one.
 """
 
 from __future__ import annotations
