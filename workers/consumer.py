@@ -21,7 +21,7 @@ from kombu.exceptions import DecodeError
 from vine import promise
 
 from models.contracts.common import json_depth
-from services.rejections import record_rejection
+from services.rejections import event_id_of, record_rejection
 from workers import runtime
 
 log = logging.getLogger(__name__)
@@ -54,11 +54,8 @@ def _event_id(message: Any, headers: dict[str, Any]) -> Any:
         payload = message.decode()
     except Exception:
         payload = None
-    if isinstance(payload, list | tuple) and len(payload) > 1 and isinstance(payload[1], dict):
-        event_id = payload[1].get("event_id")
-        if isinstance(event_id, str):
-            return event_id
-    return headers.get("id")
+    kwargs = payload[1] if isinstance(payload, list | tuple) and len(payload) > 1 else None
+    return event_id_of(kwargs) or headers.get("id")
 
 
 def _record(task_name: str, message: Any, reason: str) -> None:
@@ -135,10 +132,7 @@ def body_problem(message: Any) -> str | None:
     problem = header_problem(_headers(message))
     if problem is not None:
         return problem
-    try:
-        payload = message.decode()
-    except RecursionError:
-        return f"body nests deeper than JSON decoding allows; the limit is {MAX_BODY_DEPTH}"
+    payload = message.decode()  # too deep for the decoder: DecodeError, the caller's
     depth = json_depth(payload)
     if depth > MAX_BODY_DEPTH:
         return f"body nests {depth} levels deep; the limit is {MAX_BODY_DEPTH}"

@@ -243,13 +243,21 @@ class Channel(kombu_redis.Channel):
             queue = bytes_to_str(queue_key).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(queue)  # type: ignore[attr-defined]
             text = bytes_to_str(item)
-            try:
-                envelope = loads(text)
-            except MALFORMED as exc:
-                raise ForeignEntry(text, f"{type(exc).__name__}: {exc}") from exc
             self.recorded_tag = bytes_to_str(recorded[0]) if recorded else None
             try:
+                try:
+                    envelope = loads(text)
+                except MALFORMED as exc:
+                    raise ForeignEntry(text, f"{type(exc).__name__}: {exc}") from exc
                 self.connection._deliver(envelope, queue)
+            except ForeignEntry:
+                if self.recorded_tag is not None:
+                    # Recorded by the pop script, refused after it: out of the unacked hash
+                    # too, or the visibility sweep would put it back (and it would be
+                    # recorded again) every hour.
+                    qos: Any = self.qos  # kombu's stubs do not declare its helpers
+                    qos._remove_from_indices(self.recorded_tag).execute()
+                raise
             finally:
                 self.recorded_tag = None
             return True
@@ -265,7 +273,6 @@ class Channel(kombu_redis.Channel):
             from workers.consumer import record_foreign_entry
 
             record_foreign_entry(_raw_entry(exc), str(exc))
-            self._forget_recorded(exc.entry)
             return True
         except self.connection_errors:  # type: ignore[attr-defined]
             raise
@@ -274,19 +281,6 @@ class Channel(kombu_redis.Channel):
 
             record_foreign_entry(_raw_entry(exc), f"{type(exc).__name__}: {exc}")
             return True  # the entry was consumed; the loop goes on
-
-
-    def _forget_recorded(self, entry: Any) -> None:
-        """The pop script records anything shaped enough like an envelope as unacknowledged;
-        an entry refused after that must leave the unacked hash too, or the visibility sweep
-        would put it back (and it would be recorded again) every hour."""
-        properties = entry.get("properties") if isinstance(entry, dict) else None
-        tag = properties.get("delivery_tag") if isinstance(properties, dict) else None
-        if isinstance(tag, str):
-            with self.conn_or_acquire() as client:
-                client.pipeline().hdel(self.unacked_key, tag).zrem(
-                    self.unacked_index_key, tag
-                ).execute()
 
 
 class Transport(kombu_redis.Transport):

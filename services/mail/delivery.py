@@ -53,25 +53,15 @@ def smtp_reply(exc: BaseException) -> tuple[int | None, str]:
     return None, f"{type(exc).__name__}: {exc}"
 
 
-def _record_unsendable(
-    session: Session, message: EmailMessage, exc: BaseException, report: DeliveryReport
-) -> None:
-    reason = f"cannot be composed, not retried: {type(exc).__name__}: {exc}"
-    message.status = EmailStatus.FAILED
-    message.last_error = reason
-    report.failed.append(message.id)
-    report.last_error = reason
-    session.commit()
-
-
 def is_permanent(exc: BaseException) -> bool:
     """A 5xx about this message (recipient refused, content refused) will never succeed.
 
     Sender or authentication refusals are about our configuration, not the message, so they
     stay retryable until someone fixes the settings.
     """
-    if isinstance(exc, smtplib.SMTPNotSupportedError):
-        # The message needs a capability the server lacks (SMTPUTF8): no retry gives it one.
+    if isinstance(exc, (smtplib.SMTPNotSupportedError, *COMPOSE_ERRORS)):
+        # The message needs a capability the server lacks (SMTPUTF8), or cannot be written as
+        # MIME at all (a header the email package refuses): no retry changes either.
         return True
     code, _ = smtp_reply(exc)
     return (
@@ -128,16 +118,12 @@ def deliver_messages(
                     with critical():
                         try:
                             connection.send(compose(message, mail_from))
-                        except (smtplib.SMTPException, OSError) as exc:
+                        except (smtplib.SMTPException, OSError, *COMPOSE_ERRORS) as exc:
+                            # One message's failure; the rest of the batch still goes out
+                            # unless the connection itself is gone.
                             _record_failure(session, message, exc, max_attempts, report)
                             if breaks_connection(exc):
                                 raise
-                            continue
-                        except COMPOSE_ERRORS as exc:
-                            # The message cannot be written as MIME (a header the email
-                            # package refuses, an address it cannot encode): this message
-                            # fails for good, the rest of the batch still goes out.
-                            _record_unsendable(session, message, exc, report)
                             continue
                         _record_sent(session, message, report)
         except (smtplib.SMTPException, OSError) as exc:
@@ -210,6 +196,8 @@ def _record_failure(
     report: DeliveryReport,
 ) -> None:
     _, reply = smtp_reply(exc)
+    if isinstance(exc, COMPOSE_ERRORS):
+        reply = f"cannot be composed, not retried: {reply}"
     report.last_error = reply
     if is_permanent(exc):
         message.status = EmailStatus.FAILED
