@@ -19,7 +19,7 @@ from smtp_sink import SmtpSink
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from wire import kombu_envelope, nested, task_headers
-from worker_process import UNACKED_KEY, WorkerProcess, worker_fixture
+from worker_process import UNACKED_KEY, WorkerProcess, wait_until, worker_fixture
 
 from models.billing import Invoice, InvoiceNotice
 from models.clients import Client
@@ -442,6 +442,15 @@ def test_task_events_and_the_workers_refusals_carry_ids_not_personal_data(
         listening = threading.Thread(target=receiver.capture, kwargs={"wakeup": False})
         listening.start()
         try:
+            # Redis fans events out only to subscribers already listening: wait until a probe
+            # of our own comes back before publishing anything the test reads.
+            with worker.app.events.default_dispatcher() as dispatcher:
+                wait_until(
+                    lambda: dispatcher.send("task-received", name="probe")
+                    or any(e.get("name") == "probe" for e in received),
+                    "the event receiver to be listening",
+                    interval=0.2,
+                )
             # The contact overtakes its client: the client's add releases it, and clientflow
             # publishes it again itself (runtime.publish), names and address in its kwargs.
             contact = payloads.contact("K1", "C1", email=secret, firstname="Grace")
@@ -457,6 +466,10 @@ def test_task_events_and_the_workers_refusals_carry_ids_not_personal_data(
                                                         headers))  # fmt: skip
             worker.wait_rejected(2 + 1)
             worker.wait_idle()
+            wait_until(
+                lambda: len([e for e in received if e.get("name") == "contacts.add"]) >= 2,
+                "both contacts.add task-received events",
+            )
         finally:
             receiver.should_stop = True
             listening.join(timeout=10)
