@@ -7,12 +7,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, IntegrityError
 
 from models.contracts import EVENTS, Event
+from models.emails import EmailMessage
 from models.records import ProcessedEvent
 from services.clients import add_client, set_billing_contact, set_status, update_client
 from services.closing import close_client
@@ -22,13 +23,26 @@ from services.db import SessionFactory, UnitOfWork
 from services.errors import Rejected, Transient, UnknownReference
 from services.hosting import upsert_service
 from services.invoices import record_payment, upsert_invoice
-from services.mail.queue import EmailQueue
+from services.mail.queue import EmailQueue, claim_in_transaction
 from services.notifications import send_notification
 from services.outbox import DELIVER_TASK, Publish, publish_staged
 from services.rejections import describe_validation_error, record_rejection
 from services.waiting import park
 
 Handler = Callable[[HandlerContext, Any], None]
+
+
+class DeliverNow(Protocol):
+    """Sends an event's emails in this process right after its commit (tasks.emails)."""
+
+    def ready(self) -> bool:
+        """False while this process will not send (its mail server was just unreachable)."""
+        ...
+
+    def __call__(self, messages: list[EmailMessage]) -> None:
+        """Send messages the event's transaction committed as claimed by this process."""
+        ...
+
 
 HANDLERS: dict[str, Handler] = {
     "clients.add": add_client,
@@ -84,12 +98,15 @@ def process_event(
     session_factory: SessionFactory,
     publish: Publish,
     company_name: str,
+    deliver_now: DeliverNow | None = None,
 ) -> Result:
     """Rejected events are recorded and returned; transient failures raise for a retry."""
     try:
         event = parse_event(task_name, payload)
         digest = payload_digest(payload)
-        return _apply(task_name, event, digest, session_factory, publish, company_name)
+        return _apply(
+            task_name, event, digest, session_factory, publish, company_name, deliver_now
+        )
     except Rejected as exc:
         waiting_for = exc.waiting_for if isinstance(exc, UnknownReference) else None
         if (
@@ -122,6 +139,7 @@ def _apply(
     session_factory: SessionFactory,
     publish: Publish,
     company_name: str,
+    deliver_now: DeliverNow | None,
 ) -> Result:
     try:
         with UnitOfWork(session_factory) as uow:
@@ -132,7 +150,13 @@ def _apply(
             ctx = HandlerContext(task_name, uow.session, emails)
             HANDLERS[task_name](ctx, event)
             email_ids = list(emails.ids)
-            if email_ids:
+            claimed: list[EmailMessage] = []
+            if email_ids and deliver_now is not None and deliver_now.ready():
+                # Claimed for this process in the event's own commit: no outbox row, no
+                # delivery task. Should this process die before sending, the claims' lease
+                # runs out and the relay queues them again (services.outbox).
+                claimed = claim_in_transaction(uow.session, email_ids)
+            if email_ids and not claimed:
                 # The outbox row and the emails commit together: the delivery is owed even
                 # if the broker is away right after the commit.
                 ctx.stage(DELIVER_TASK, {"message_ids": email_ids})
@@ -140,7 +164,13 @@ def _apply(
                 ProcessedEvent(event_id=event.event_id, task_name=task_name, payload_sha256=digest)
             )
             staged = list(ctx.staged)
-            uow.after_commit(lambda: publish_staged(session_factory, staged, publish))
+
+            def effects() -> None:
+                publish_staged(session_factory, staged, publish)
+                if claimed and deliver_now is not None:
+                    deliver_now(claimed)
+
+            uow.after_commit(effects)
             uow.commit()
     except IntegrityError as exc:
         # Another worker committed the same event, or a client with the same email, between

@@ -1,16 +1,29 @@
-"""emails.deliver: send a batch of queued messages from the log over one connection."""
+"""Sending queued messages: the emails.deliver task, and an event's own emails after its commit."""
 
 from __future__ import annotations
+
+import logging
 
 from celery import Task
 from pydantic import BaseModel, ConfigDict
 
-from services.mail.delivery import deliver_messages
+from models.emails import EmailMessage
+from services.mail.delivery import deliver_claimed, deliver_messages
+from services.mail.pause import Pause
+from services.outbox import DELIVER_TASK
 from tasks.failures import retry_or_bury
 from tasks.retry import backoff_seconds
 from workers import runtime, shield
 from workers.app import app
 from workers.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+# After the mail server could not be reached, events stop sending their own emails for this
+# long and publish delivery tasks instead: an event must not wait on a server that is away (a
+# connect may take the whole SMTP timeout), and the tasks retry with backoff on their queue.
+INLINE_PAUSE_SECONDS = 30.0
+_inline_pause = Pause(INLINE_PAUSE_SECONDS)
 
 
 # Published by our own code, but a message can be hand-published or corrupted: checked, so a
@@ -44,3 +57,60 @@ def deliver(self: Task[..., dict[str, int]], message_ids: list[str]) -> dict[str
             exc=RuntimeError(report.last_error or "transient delivery failure"),
         )
     return {"sent": len(report.sent), "failed": len(report.failed)}
+
+
+class AfterCommitDelivery:
+    """Sends an event's emails in its own task, right after its commit (services.dispatch).
+
+    A delivery task would cost a second broker message, a second trip through the worker's
+    consumer, an outbox row and a publish per event; sending here saves all of them. Nothing
+    owed is lost: the emails were committed claimed by this process, so if it dies before
+    sending, their lease runs out and the relay queues them again.
+    """
+
+    def ready(self) -> bool:
+        return not _inline_pause.active()
+
+    def __call__(self, messages: list[EmailMessage]) -> None:
+        settings = get_settings()
+        try:
+            report = deliver_claimed(
+                messages,
+                runtime.session_factory(),
+                runtime.mail_transport(),
+                settings.mail_from,
+                max_attempts=settings.email_max_retries + 1,
+                critical=shield.uninterruptible,
+            )
+        except Exception:
+            # The event is applied; what was not recorded waits for its lease.
+            log.warning("could not deliver an event's emails after its commit", exc_info=True)
+            return
+        if report.connection_failed:
+            _inline_pause.start()
+            log.warning(
+                "mail server unreachable (%s): events publish delivery tasks for the next %.0f s",
+                report.last_error,
+                INLINE_PAUSE_SECONDS,
+            )
+        if report.retry:
+            try:
+                # retries=1: the attempt made here counts, as a first run of the task would.
+                runtime.publish(
+                    DELIVER_TASK,
+                    {"message_ids": report.retry},
+                    countdown=backoff_seconds(0),
+                    retries=1,
+                )
+            except Exception:
+                # Still queued: the relay stages a delivery for forgotten messages.
+                log.warning("could not publish the retry of %d emails", len(report.retry))
+        log.info(
+            "emails of the event: %d sent, %d failed, %d to retry",
+            len(report.sent),
+            len(report.failed),
+            len(report.retry),
+        )
+
+
+deliver_after_commit = AfterCommitDelivery()

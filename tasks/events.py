@@ -8,6 +8,7 @@ from celery import Task
 
 from services.dispatch import process_event
 from services.rejections import event_id_of, record_rejection
+from tasks.emails import deliver_after_commit
 from tasks.failures import retry_or_bury
 from workers import runtime
 from workers.app import app
@@ -35,6 +36,7 @@ def event_task(name: str) -> Task[..., str]:
                 session_factory=runtime.session_factory(),
                 publish=runtime.publish,
                 company_name=get_settings().company_name,
+                deliver_now=deliver_after_commit,
             )
         except Exception as exc:
             retry_or_bury(self, payload, exc)

@@ -17,16 +17,19 @@ import payloads
 import pytest
 from smtp_sink import Received, SmtpSink
 from sqlalchemy import select
-from worker_process import WorkerProcess, worker_fixture
+from worker_process import WorkerProcess, wait_until, worker_fixture
 
 from models.clients import Contact
 from models.emails import EmailMessage, EmailStatus
+from models.outbox import OutboxMessage
 from models.records import ProcessedEvent, RejectedEvent
 
 pytestmark = pytest.mark.worker
 
 worker = worker_fixture()
 stopped_worker = worker_fixture(name="stopped_worker", start=False)
+# One pool process: the mail pause is each process' own.
+single_worker = worker_fixture(name="single_worker", concurrency=1)
 
 
 def rcpts(messages: list[Received], event_id: str | None = None) -> Counter[str]:
@@ -377,3 +380,32 @@ def test_an_event_the_database_cannot_store_is_rejected_not_lost(
 
     refused = {row.event_id for row in worker.rows(RejectedEvent)}
     assert refused == {long_subject["event_id"], nul["event_id"]}
+
+
+def test_an_unreachable_mail_server_pauses_sending_in_events_and_nothing_is_lost(
+    single_worker: WorkerProcess, smtp: SmtpSink
+) -> None:
+    worker = single_worker
+    smtp.stop()
+    first = add_client(worker, "C1")
+    # The event is applied; its welcome failed to connect, counts one attempt and waits for
+    # the retry task. The worker stops sending inside events for a while.
+    (row,) = worker.wait_for_db(
+        lambda s: s.scalars(select(EmailMessage).where(EmailMessage.last_error.isnot(None))).all(),
+        "the welcome's first attempt recorded",
+    )
+    assert (row.status, row.attempts) == (EmailStatus.QUEUED, 1)
+    assert "Connection refused" in str(row.last_error)
+    wait_until(lambda: "mail server unreachable" in worker.log_text(), "the pause logged")
+    second = add_client(worker, "C2")
+    smtp.start()
+    smtp.wait_for(2)
+    settle(worker)
+    assert rcpts(smtp.messages) == {"c1@example.com": 1, "c2@example.com": 1}
+    with worker.sessions() as session:
+        rows = {r.event_id: r for r in session.scalars(select(EmailMessage))}
+        published = session.scalars(select(OutboxMessage.kwargs)).all()
+    assert {r.status for r in rows.values()} == {EmailStatus.SENT}
+    # The second event, during the pause, went by a delivery task (its outbox row).
+    assert published == [{"message_ids": [rows[second["event_id"]].id]}]
+    assert rows[first["event_id"]].attempts >= 2

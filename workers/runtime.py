@@ -26,11 +26,16 @@ def mail_transport() -> MailTransport:
     return transport_for(settings.smtp_url, settings.effective_mail_dir, settings.smtp_timeout)
 
 
-def publish(task_name: str, kwargs: dict[str, Any]) -> None:
-    """Send one task by name through the worker's own app (routes and serializer included)."""
+def publish(task_name: str, kwargs: dict[str, Any], **options: Any) -> None:
+    """Send one task by name through the worker's own app (routes and serializer included).
+
+    `options` are send_task's (countdown, retries).
+    """
     from workers.app import app
 
-    app.send_task(task_name, kwargs=kwargs, argsrepr="()", kwargsrepr=ids_only(kwargs))
+    app.send_task(
+        task_name, kwargs=kwargs, argsrepr="()", kwargsrepr=ids_only(kwargs), **options
+    )
 
 
 def forget_after_fork() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -37,6 +37,8 @@ class DeliveryReport:
     # Transient failures still under the attempt limit: the caller retries these later.
     retry: list[str] = field(default_factory=list)
     last_error: str | None = None
+    # The server could not be reached, or the connection broke before anything was sent.
+    connection_failed: bool = False
 
 
 def _text(reply: bytes | str) -> str:
@@ -97,68 +99,92 @@ def deliver_messages(
     """
     report = DeliveryReport()
     with session_factory() as session:
-        pending = list(
-            session.scalars(
-                select(EmailMessage.id)
-                .where(EmailMessage.id.in_(message_ids), EmailMessage.status == EmailStatus.QUEUED)
-                .order_by(EmailMessage.created_at, EmailMessage.id)
-            )
-        )
-        if not pending:
-            return report
-        claimed: list[EmailMessage] = []
-        try:
-            with transport.connect() as connection:
-                while pending or claimed:
-                    if not claimed:
-                        chunk, pending = pending[:CLAIM_CHUNK], pending[CLAIM_CHUNK:]
-                        claimed = _claim_many(session, chunk)
-                        continue  # an empty claim: another delivery has them all
-                    message = claimed.pop(0)
-                    with critical():
-                        try:
-                            connection.send(compose(message, mail_from))
-                        except (smtplib.SMTPException, OSError, *COMPOSE_ERRORS) as exc:
-                            # One message's failure; the rest of the batch still goes out
-                            # unless the connection itself is gone.
-                            _record_failure(session, message, exc, max_attempts, report)
-                            if breaks_connection(exc):
-                                raise
-                            continue
-                        _record_sent(session, message, report)
-        except (smtplib.SMTPException, OSError) as exc:
-            # Could not connect, or the connection dropped: what is left was not attempted,
-            # but it counts as an attempt so a server that never returns ends in `failed`.
-            for message in claimed + _claim_many(session, pending):
-                _record_failure(session, message, exc, max_attempts, report)
+        claimed, pending = _claim_next(session, list(dict.fromkeys(message_ids)))
+        if claimed:
+            _send(session, transport, claimed, pending, mail_from, max_attempts, critical, report)
     return report
+
+
+def deliver_claimed(
+    messages: list[EmailMessage],
+    session_factory: SessionFactory,
+    transport: MailTransport,
+    mail_from: str,
+    max_attempts: int,
+    critical: Callable[[], AbstractContextManager[None]] = nullcontext,
+) -> DeliveryReport:
+    """Send messages already claimed for this process (services.mail.queue's
+    claim_in_transaction, committed with their event), recording every outcome."""
+    report = DeliveryReport()
+    with session_factory() as session:
+        claimed = [session.merge(message, load=False) for message in messages]
+        _send(session, transport, claimed, [], mail_from, max_attempts, critical, report)
+    return report
+
+
+def _send(
+    session: Session,
+    transport: MailTransport,
+    claimed: list[EmailMessage],
+    pending: list[str],
+    mail_from: str,
+    max_attempts: int,
+    critical: Callable[[], AbstractContextManager[None]],
+    report: DeliveryReport,
+) -> None:
+    """Send the claimed messages, then claim and send the pending ids, over one connection."""
+    try:
+        with transport.connect() as connection:
+            while claimed:
+                message = claimed.pop(0)
+                with critical():
+                    try:
+                        connection.send(compose(message, mail_from))
+                    except (smtplib.SMTPException, OSError, *COMPOSE_ERRORS) as exc:
+                        # One message's failure; the rest of the batch still goes out
+                        # unless the connection itself is gone.
+                        _record_failure(session, message, exc, max_attempts, report)
+                        if breaks_connection(exc):
+                            raise
+                        continue
+                    _record_sent(session, message, report)
+                if not claimed:
+                    claimed, pending = _claim_next(session, pending)
+    except (smtplib.SMTPException, OSError) as exc:
+        # Could not connect, or the connection dropped: what is left was not attempted,
+        # but it counts as an attempt so a server that never returns ends in `failed`.
+        report.connection_failed = True
+        for message in claimed + _claim_many(session, pending):
+            _record_failure(session, message, exc, max_attempts, report)
+
+
+def _claim_next(session: Session, pending: list[str]) -> tuple[list[EmailMessage], list[str]]:
+    """Claim the next chunk that still has a queued message; returns it and what is left."""
+    while pending:
+        chunk, pending = pending[:CLAIM_CHUNK], pending[CLAIM_CHUNK:]
+        claimed = _claim_many(session, chunk)
+        if claimed:  # an empty claim: another delivery has them all
+            return claimed, pending
+    return [], []
 
 
 def _claim_many(session: Session, message_ids: list[str]) -> list[EmailMessage]:
     """Claim those still queued in one commit; returns them in the order asked."""
     if not message_ids:
         return []
-    claimed = set(
-        session.scalars(
-            update(EmailMessage)
-            .where(EmailMessage.id.in_(message_ids), EmailMessage.status == EmailStatus.QUEUED)
-            .values(
-                status=EmailStatus.SENDING,
-                claimed_at=utcnow(),
-                attempts=EmailMessage.attempts + 1,
-                updated_at=utcnow(),
-            )
-            .returning(EmailMessage.id)
-        )
-    )
-    session.commit()
-    if not claimed:
-        return []
     rows = session.scalars(
-        select(EmailMessage)
-        .where(EmailMessage.id.in_(claimed))
-        .execution_options(populate_existing=True)
-    )
+        update(EmailMessage)
+        .where(EmailMessage.id.in_(message_ids), EmailMessage.status == EmailStatus.QUEUED)
+        .values(
+            status=EmailStatus.SENDING,
+            claimed_at=utcnow(),
+            attempts=EmailMessage.attempts + 1,
+            updated_at=utcnow(),
+        )
+        .returning(EmailMessage),
+        execution_options={"populate_existing": True},
+    ).all()
+    session.commit()
     by_id = {message.id: message for message in rows}
     return [by_id[message_id] for message_id in message_ids if message_id in by_id]
 

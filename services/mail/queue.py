@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from models.base import utcnow
 from models.clients import Client
 from models.emails import EmailMessage, EmailStatus
 from services.mail.render import render_email
@@ -107,3 +108,26 @@ class EmailQueue:
             attempts=0,
         )
         return message
+
+
+def claim_in_transaction(session: Session, message_ids: list[str]) -> list[EmailMessage]:
+    """Claim for sending (as services.mail.delivery does) emails this transaction logged.
+
+    All or nothing: an id not among the session's own new or loaded rows claims none, and the
+    caller stages a delivery task instead.
+    """
+    own = {
+        row.id: row
+        for row in (*session.new, *session.identity_map.values())
+        if isinstance(row, EmailMessage)
+    }
+    if not all(message_id in own for message_id in message_ids):
+        return []
+    now = utcnow()
+    messages = [own[message_id] for message_id in message_ids]
+    for message in messages:
+        message.status = EmailStatus.SENDING
+        message.claimed_at = now
+        message.attempts = (message.attempts or 0) + 1
+        message.updated_at = now
+    return messages
