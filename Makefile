@@ -20,8 +20,10 @@ demo: install
 
 test: install lint typecheck pytest
 
+# ruff, and the one-way layers (pyproject.toml's import-linter contract).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

@@ -38,11 +38,12 @@ from bench.harness import (  # noqa: E402
     worker,
 )
 from models.emails import EmailMessage, EmailStatus  # noqa: E402
+from models.engine import make_engine  # noqa: E402
 from models.ops import ScheduledRun  # noqa: E402
-from services.db import make_engine, make_session_factory  # noqa: E402
+from models.settings import Settings  # noqa: E402
+from services.db import make_session_factory  # noqa: E402
 from workers import migrate  # noqa: E402
 from workers.app import create_app  # noqa: E402
-from workers.settings import Settings  # noqa: E402
 
 
 class CountingSink:

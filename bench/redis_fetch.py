@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import NOOP_TASK, broker_idle, wait_until, worker  # noqa: E402
+from models.settings import Settings  # noqa: E402
 from workers import migrate  # noqa: E402
 from workers.app import create_app  # noqa: E402
-from workers.settings import Settings  # noqa: E402
 
 MODES = {"reliable fetch": "true", "kombu BRPOP": "false"}
 

@@ -302,8 +302,8 @@ class Context:
 
 
 def clientflow_app(redis_url: str) -> Celery:
+    from models.settings import Settings
     from workers.app import create_app
-    from workers.settings import Settings
 
     return create_app(Settings(broker_url=redis_url))
 

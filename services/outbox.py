@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from models.base import utcnow
@@ -149,6 +149,5 @@ def _publish_rows(session: Session, rows: list[OutboxMessage], publish: Publish)
 
 
 def pending_count(session: Session) -> int:
-    from sqlalchemy import func
 
     return session.scalar(select(func.count()).where(OutboxMessage.published_at.is_(None))) or 0

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import logging
 
-from celery import Task
+from celery import Task, shared_task
 from pydantic import BaseModel, ConfigDict
 
 from models.emails import EmailMessage
+from models.settings import get_settings
 from services.mail.delivery import deliver_claimed, deliver_messages
 from services.mail.pause import Pause
 from services.outbox import DELIVER_TASK
+from tasks import runtime, shield
 from tasks.failures import retry_or_bury
 from tasks.retry import backoff_seconds
-from workers import runtime, shield
-from workers.app import app
-from workers.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ class DeliverArguments(BaseModel):
     message_ids: list[str]
 
 
-@app.task(name="emails.deliver", bind=True, max_retries=None)
+@shared_task(name="emails.deliver", bind=True, max_retries=None)
 def deliver(self: Task[..., dict[str, int]], message_ids: list[str]) -> dict[str, int]:
     settings = get_settings()
     try:

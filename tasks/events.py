@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Task
+from celery import Task, shared_task
 
+from models.settings import get_settings
 from services.dispatch import process_event
 from services.rejections import event_id_of, record_rejection
+from tasks import runtime
 from tasks.emails import deliver_after_commit
 from tasks.failures import retry_or_bury
-from workers import runtime
-from workers.app import app
-from workers.settings import get_settings
 
 
 def event_task(name: str) -> Task[..., str]:
     """Register the task `name`; its payload is validated by the contract of that name."""
 
-    @app.task(name=name, bind=True)
+    @shared_task(name=name, bind=True)
     def run(self: Task[..., str], *args: Any, **payload: Any) -> str:
         if args:
             record_rejection(

@@ -8,11 +8,11 @@ from typing import Any, NoReturn
 from celery import Task
 from pydantic import ValidationError
 
+from models.settings import get_settings
 from services.dead_letters import error_entry, record_dead_letter
 from services.rejections import describe_validation_error
+from tasks import runtime
 from tasks.retry import backoff_seconds, is_transient
-from workers import runtime
-from workers.settings import get_settings
 
 # Errors of earlier attempts ride along in a message header, so the dead letter can show every
 # one of them even when each attempt ran on a different worker.

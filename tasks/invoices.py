@@ -5,16 +5,15 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from celery import Task
+from celery import Task, shared_task
 from pydantic import BaseModel, ValidationError
 
 from models.base import utcnow
 from services.invoice_run.run import run_invoices
+from tasks import runtime
 from tasks.events import event_task
 from tasks.failures import retry_or_bury
-from workers import runtime
-from workers.app import app
-from workers.policy import invoice_run_policy
+from tasks.policy import invoice_run_policy
 
 
 # An ISO date ("2026-11-25"); anything else is buried with a reason, not failed silently.
@@ -26,7 +25,7 @@ upsert = event_task("invoices.upsert")
 record_payment = event_task("invoices.record_payment")
 
 
-@app.task(name="invoices.run", bind=True)
+@shared_task(name="invoices.run", bind=True)
 def run(self: Task[..., dict[str, Any]], run_date: str | None = None) -> dict[str, Any]:
     """Beat publishes it without a date (today, UTC); `clientflow invoices run` may pass one.
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from celery import shared_task
+
+from models.settings import get_settings
 from services.invoice_run.run import abandon_stale_runs
-from workers import runtime
-from workers.app import app
-from workers.ops.stats import compact
-from workers.settings import get_settings
+from services.task_stats import compact
+from tasks import runtime
 
 
-@app.task(name="ops.housekeeping")
+@shared_task(name="ops.housekeeping")
 def housekeeping() -> dict[str, int]:
     """Fold old per-minute task counters; mark runs whose worker died as abandoned."""
     sessions = runtime.session_factory()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from celery import shared_task
+
+from models.settings import get_settings
 from services.outbox import relay as relay_outbox
-from workers import runtime
-from workers.app import app
-from workers.settings import get_settings
+from tasks import runtime
 
 
-@app.task(name="outbox.relay")
+@shared_task(name="outbox.relay")
 def relay() -> int:
     settings = get_settings()
     return relay_outbox(

@@ -7,8 +7,8 @@ import random
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
+from models.settings import get_settings
 from services.errors import Transient
-from workers.settings import get_settings
 
 # Failures the world may recover from. Anything else is a bug or bad input and is not retried.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (

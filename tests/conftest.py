@@ -21,7 +21,8 @@ from smtp_sink import SmtpSink
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.db import SessionFactory, make_engine
+from models.engine import make_engine
+from services.db import SessionFactory
 from services.dispatch import Result, process_event
 from workers import migrate
 

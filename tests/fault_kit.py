@@ -22,9 +22,9 @@ from sqlalchemy import func, select
 from worker_process import WorkerProcess, wait_until
 
 from models import DeadLetter, EmailMessage, OutboxMessage, ProcessedEvent, RejectedEvent
+from models.settings import Settings
 from services.db import SessionFactory
 from workers.app import create_app
-from workers.settings import Settings
 
 CLIENTS = 1000  # two events each: 2,000 events, 2,000 emails
 SETTLE_TIMEOUT = 180.0

@@ -22,7 +22,8 @@ from sqlalchemy import update
 
 from models.contracts import EVENTS
 from models.emails import EmailMessage
-from services.db import SessionFactory, make_engine, make_session_factory
+from models.engine import make_engine
+from services.db import SessionFactory, make_session_factory
 from services.dead_letters import record_dead_letter
 from services.dispatch import Outcome, process_event
 from services.rejections import record_rejection

@@ -23,8 +23,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from models.settings import Settings
 from workers.cli import app as cli
-from workers.settings import Settings
 
 SECRETS = ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH")
 OUR_IMAGE = "clientflow:local"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.demo_story import story
+from workers.cli.demo_story import story
 
 pytestmark = pytest.mark.slow
 
@@ -142,7 +142,7 @@ def test_demo_applies_the_story_in_publish_order(demo: DemoRun) -> None:
 def test_loading_the_demo_creates_nothing_in_the_working_directory(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIENTFLOW_")}
     subprocess.run(
-        [sys.executable, "-c", "import workers.cli, workers.demo"],
+        [sys.executable, "-c", "import workers.cli, workers.cli.demo"],
         cwd=tmp_path,
         env=env,
         check=True,

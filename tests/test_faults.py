@@ -36,9 +36,10 @@ from sqlalchemy import func, select
 from worker_process import WorkerProcess, wait_until
 
 from models import EmailMessage, ProcessedEvent, RejectedEvent
-from services.db import SessionFactory, make_engine, make_session_factory
+from models.engine import make_engine
+from models.settings import Settings
+from services.db import SessionFactory, make_session_factory
 from workers.app import create_app
-from workers.settings import Settings
 
 pytestmark = [pytest.mark.faults, pytest.mark.worker]
 

@@ -22,11 +22,14 @@ from celery import Celery
 from sqlalchemy import func, select
 from worker_process import wait_for_db
 
+from models.engine import make_engine
 from models.records import ProcessedEvent, RejectedEvent
-from services.db import SessionFactory, make_engine, make_session_factory
-from workers import migrate, runtime
-from workers.app import create_app, prepare_embedded_broker
-from workers.settings import Settings
+from models.settings import Settings
+from services.db import SessionFactory, make_session_factory
+from tasks import runtime
+from workers import migrate
+from workers.app import create_app
+from workers.signals import prepare_embedded_broker
 
 
 @pytest.fixture

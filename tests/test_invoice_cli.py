@@ -11,12 +11,13 @@ from sqlalchemy import select
 from test_cli import run_cli
 
 from models.emails import EmailMessage
+from models.engine import make_engine
 from models.ops import ScheduledRun
-from services.db import make_engine, make_session_factory
+from models.settings import Settings
+from services.db import make_session_factory
 from services.dispatch import process_event
 from workers import migrate
 from workers.app import create_app
-from workers.settings import Settings
 
 
 def test_beat_runs_the_invoice_run_on_the_configured_schedule() -> None:

@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from models import Base
-from services.db import make_engine
+from models.engine import make_engine
 from workers import migrate
 
 HEAD = migrate.head()

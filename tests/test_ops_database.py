@@ -12,6 +12,7 @@ from models.dead_letters import DeadLetter
 from models.emails import EmailMessage
 from models.ops import ScheduledRun, TaskStat
 from models.records import RejectedEvent
+from services import task_stats
 from services.db import SessionFactory
 from workers.ops import stats, tables
 from workers.ops.snapshot import TaskOutcomes
@@ -20,10 +21,10 @@ NOW = datetime(2026, 11, 25, 12, 30, 40, tzinfo=UTC)
 
 
 def test_outcomes_of_one_minute_add_up_in_one_row(session_factory: SessionFactory) -> None:
-    stats.record_outcome(session_factory, "clients.add", "succeeded", 0.5, at=NOW)
-    stats.record_outcome(session_factory, "clients.add", "succeeded", 0.25, at=NOW)
-    stats.record_outcome(session_factory, "clients.add", "failed", 2.0, at=NOW)
-    stats.record_outcome(
+    task_stats.record_outcome(session_factory, "clients.add", "succeeded", 0.5, at=NOW)
+    task_stats.record_outcome(session_factory, "clients.add", "succeeded", 0.25, at=NOW)
+    task_stats.record_outcome(session_factory, "clients.add", "failed", 2.0, at=NOW)
+    task_stats.record_outcome(
         session_factory, "clients.add", "succeeded", 1.0, at=NOW + timedelta(minutes=1)
     )
 
@@ -56,26 +57,26 @@ def test_outcomes_of_one_minute_add_up_in_one_row(session_factory: SessionFactor
 def test_a_run_that_refused_its_event_counts_as_rejected(
     state: str, result: object, outcome: str | None
 ) -> None:
-    assert stats.outcome_of(state, result) == outcome
+    assert task_stats.outcome_of(state, result) == outcome
 
 
 def test_unknown_outcome_is_refused(session_factory: SessionFactory) -> None:
     with pytest.raises(ValueError, match="unknown outcome"):
-        stats.record_outcome(session_factory, "clients.add", "exploded", 0.1)
+        task_stats.record_outcome(session_factory, "clients.add", "exploded", 0.1)
 
 
 def test_last_hour_sums_per_task_and_leaves_older_minutes_out(
     session_factory: SessionFactory, db: Session
 ) -> None:
     for outcome, runtime in [("succeeded", 1.0), ("succeeded", 3.0), ("retried", 2.0)]:
-        stats.record_outcome(session_factory, "emails.deliver", outcome, runtime, at=NOW)
-    stats.record_outcome(
+        task_stats.record_outcome(session_factory, "emails.deliver", outcome, runtime, at=NOW)
+    task_stats.record_outcome(
         session_factory, "emails.deliver", "failed", 9.0, at=NOW - timedelta(hours=2)
     )
-    stats.record_outcome(
+    task_stats.record_outcome(
         session_factory, "clients.add", "failed", 0.5, at=NOW - timedelta(minutes=59)
     )
-    stats.record_outcome(session_factory, "clients.add", "rejected", 0.1, at=NOW)
+    task_stats.record_outcome(session_factory, "clients.add", "rejected", 0.1, at=NOW)
 
     assert stats.last_hour(db, NOW) == [
         TaskOutcomes(
@@ -229,14 +230,14 @@ def test_compaction_folds_old_minutes_and_keeps_every_total(
         (1, "succeeded", 16.0),
         (0, "retried", 32.0),
     ]:
-        stats.record_outcome(
+        task_stats.record_outcome(
             session_factory, "emails.deliver", outcome, runtime, at=NOW - timedelta(hours=hours_ago)
         )
     with session_factory() as session:
         totals_before = stats.outcome_totals(session)
         last_hour_before = stats.last_hour(session, now=NOW)
 
-    folded = stats.compact(session_factory, keep=timedelta(hours=48), now=NOW)
+    folded = task_stats.compact(session_factory, keep=timedelta(hours=48), now=NOW)
 
     assert folded == 3  # the minutes 72 h (one row, two runs), 50 h and 49 h ago
     with session_factory() as session:
@@ -244,18 +245,18 @@ def test_compaction_folds_old_minutes_and_keeps_every_total(
         assert stats.last_hour(session, now=NOW) == last_hour_before
         buckets = sorted(set(session.scalars(select(TaskStat.bucket))))
     assert buckets == [
-        stats.ALL_EARLIER,
+        task_stats.ALL_EARLIER,
         (NOW - timedelta(hours=1)).replace(second=0),
         NOW.replace(second=0),
     ]
 
     # Again, later, with more old minutes: the all-time rows grow, nothing is counted twice.
-    assert stats.compact(session_factory, keep=timedelta(hours=48), now=NOW) == 0
-    stats.compact(session_factory, keep=timedelta(hours=48), now=NOW + timedelta(hours=50))
+    assert task_stats.compact(session_factory, keep=timedelta(hours=48), now=NOW) == 0
+    task_stats.compact(session_factory, keep=timedelta(hours=48), now=NOW + timedelta(hours=50))
     with session_factory() as session:
         assert stats.outcome_totals(session) == totals_before
         rows = session.execute(select(TaskStat.bucket, TaskStat.outcome, TaskStat.count)).all()
-    assert sorted((b == stats.ALL_EARLIER, o, n) for b, o, n in rows) == [
+    assert sorted((b == task_stats.ALL_EARLIER, o, n) for b, o, n in rows) == [
         (True, "failed", 1),
         (True, "retried", 1),
         (True, "succeeded", 4),

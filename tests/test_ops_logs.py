@@ -13,7 +13,7 @@ import pytest
 from smtp_sink import SmtpSink
 from worker_process import WorkerProcess
 
-from workers.ops.json_logs import CONTEXT_FIELDS
+from workers.telemetry.json_logs import CONTEXT_FIELDS
 
 pytestmark = pytest.mark.worker
 

@@ -12,14 +12,15 @@ from servers import free_port
 from test_cli import run_cli
 
 from models.base import utcnow
-from services.db import make_engine, make_session_factory
+from models.engine import make_engine
+from models.settings import Settings
+from services.db import make_session_factory
 from workers import migrate
 from workers.app import create_app
 from workers.ops.ping import on_host
 from workers.ops.render import render
 from workers.ops.snapshot import Snapshot
 from workers.ops.status import build_snapshot
-from workers.settings import Settings
 
 
 def test_status_with_the_broker_down_still_shows_the_database(tmp_path: Path) -> None:

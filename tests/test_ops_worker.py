@@ -18,7 +18,7 @@ from worker_process import WorkerProcess, wait_until, worker_fixture
 
 from models.base import utcnow
 from models.ops import ScheduledRun, TaskStat
-from workers.ops import stats
+from services import task_stats
 from workers.ops.queues import read_queues
 
 pytestmark = pytest.mark.worker
@@ -215,7 +215,7 @@ def test_housekeeping_folds_old_counters_and_abandons_dead_runs_on_a_real_worker
 ) -> None:
     long_ago = utcnow() - timedelta(days=5)
     for _ in range(3):
-        stats.record_outcome(worker.sessions, "clients.add", "succeeded", 0.1, at=long_ago)
+        task_stats.record_outcome(worker.sessions, "clients.add", "succeeded", 0.1, at=long_ago)
     with worker.sessions() as session:
         # A run whose worker was killed a day ago, and one making progress now.
         session.add_all(
@@ -231,7 +231,7 @@ def test_housekeeping_folds_old_counters_and_abandons_dead_runs_on_a_real_worker
         buckets = set(
             session.scalars(select(TaskStat.bucket).where(TaskStat.task_name == "clients.add"))
         )
-        return buckets == {stats.ALL_EARLIER}
+        return buckets == {task_stats.ALL_EARLIER}
 
     worker.wait_for_db(folded, "the old minute folded into the all-time row")
     assert counted(worker, "clients.add", "succeeded") == 3

@@ -18,9 +18,9 @@ from kombu import Consumer
 from kombu.transport import redis as kombu_redis
 from servers import RedisServer
 
-from workers import redis_transport
+from models.settings import Settings
 from workers.app import create_app
-from workers.settings import Settings
+from workers.broker import redis_transport
 
 VISIBILITY_TIMEOUT = 1
 

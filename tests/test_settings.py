@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from workers.settings import Settings
+from models.settings import Settings
 
 
 def test_the_defaults_are_consistent() -> None:

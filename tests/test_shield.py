@@ -1,4 +1,4 @@
-"""workers/shield.py: a SIGTERM inside the critical block waits for the block to end."""
+"""tasks/shield.py: a SIGTERM inside the critical block waits for the block to end."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from models.emails import EmailMessage, EmailStatus
 CHILD = textwrap.dedent(
     """
     import os, signal, sys, time
-    from workers import shield
+    from tasks import shield
 
     mode = sys.argv[1]
     if mode == "previous-handler":
@@ -87,7 +87,7 @@ def test_sigterm_outside_the_block_acts_at_once() -> None:
 
 def test_in_another_thread_the_block_just_runs() -> None:
     # --pool threads runs tasks outside the main thread, where signal.signal() raises.
-    from workers import shield
+    from tasks import shield
 
     ran: list[str] = []
     errors: list[BaseException] = []

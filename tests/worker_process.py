@@ -25,10 +25,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.emails import EmailMessage, EmailStatus
+from models.engine import make_engine
 from models.records import ProcessedEvent, RejectedEvent
-from services.db import SessionFactory, make_engine, make_session_factory
+from models.settings import Settings
+from services.db import SessionFactory, make_session_factory
 from workers.app import create_app
-from workers.settings import Settings
 
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0

@@ -8,18 +8,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery
 from celery.schedules import crontab
 from kombu import Exchange, Queue
 
-from workers import filesystem_transport, redis_transport
-from workers.ops import hooks as _ops_hooks  # noqa: F401  (connects the ops signal handlers)
-from workers.settings import Settings, get_settings
+from models.settings import Settings, get_settings
+from workers import signals as _process_signals  # noqa: F401  (connects the process hooks)
+from workers.broker import redis_transport
+from workers.telemetry import hooks as _ops_hooks  # noqa: F401  (connects the ops signal handlers)
 
-# Before any connection is made: redis:// gets the transport that survives foreign entries,
-# filesystem:// the one whose writes a polling worker can never see half done.
-redis_transport.install()
-filesystem_transport.install()
+# The app's own transports, named in its configuration (broker_transport) instead of rebinding
+# kombu's URL schemes for the whole process: redis:// gets the one that survives foreign
+# entries and killed workers, filesystem:// the one whose writes a polling worker never sees
+# half done.
+TRANSPORTS = {
+    "redis": "workers.broker.redis_transport:Transport",
+    "rediss": "workers.broker.redis_transport:Transport",
+    "filesystem": "workers.broker.filesystem_transport:Transport",
+}
 
 TASK_MODULES = [
     "tasks.clients",
@@ -60,10 +66,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # When the broker connection drops, running late-ack tasks cannot be acknowledged any
         # more and will be redelivered; cancel them rather than let two copies run. The one
         # step that must not be cut (SMTP 250 to the commit of `sent`) holds the SIGTERM this
-        # sends until it is done: workers/shield.py.
+        # sends until it is done: tasks/shield.py.
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         # Our consumer records undecodable messages instead of only logging them.
-        "worker_consumer": "workers.consumer:RecordingConsumer",
+        "worker_consumer": "workers.broker.consumer:RecordingConsumer",
         "beat_schedule": {
             "outbox-relay": {"task": "outbox.relay", "schedule": settings.outbox_relay_seconds},
             # Two beats firing at once (or one firing twice) is harmless: see tasks/invoices.py.
@@ -91,6 +97,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
     }
+    scheme = settings.broker_url.partition("://")[0]
+    if scheme in TRANSPORTS:
+        config["broker_transport"] = TRANSPORTS[scheme]
     if settings.broker_url.startswith("filesystem"):
         folder = settings.broker_folder
         config["broker_transport_options"] = {
@@ -113,7 +122,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # A scan holds a lock in Redis; if Redis stops mid-scan the lock outlives it and
             # no worker scans (restores a dead worker's messages) until it expires.
             "unacked_mutex_expire": settings.redis_restore_lock_seconds,
-            # Read by workers/redis_transport.py: pop and record in one step.
+            # Read by workers/broker/redis_transport.py: pop and record in one step.
             "reliable_fetch": settings.redis_reliable_fetch,
         }
     return config
@@ -130,35 +139,25 @@ def invoice_run_schedule(settings: Settings) -> crontab:
     )
 
 
-def prepare_embedded_broker(settings: Settings) -> None:
-    """The filesystem transport needs its folders; made on use, not on import."""
-    if settings.broker_url.startswith("filesystem"):
-        for sub in ("queue", "processed", "control"):
-            (settings.broker_folder / sub).mkdir(parents=True, exist_ok=True)
-
-
-@signals.celeryd_init.connect
-def _prepare_worker(**_: Any) -> None:
-    prepare_embedded_broker(get_settings())
-
-
-@signals.worker_process_init.connect
-def _fresh_resources_in_child(**_: Any) -> None:
-    from workers import runtime
-
-    runtime.forget_after_fork()
-
-
-@signals.worker_process_shutdown.connect
-def _close_resources_in_child(**_: Any) -> None:
-    from workers import runtime
-
-    runtime.close_mail_transport()
+def configure(settings: Settings) -> dict[str, Any]:
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        # One line and no worker, rather than a failure on the first message.
+        redis_transport.check_kombu()
+    return celery_config(settings)
 
 
 def create_app(settings: Settings | None = None) -> Celery:
+    """The app for these settings, or, without any, for the environment's.
+
+    The environment is read when the configuration is first used, not on import: importing
+    the app has no side effect, and a command that fails on a setting can explain it in one
+    line (workers/cli).
+    """
     celery = Celery("clientflow", include=TASK_MODULES)
-    celery.conf.update(celery_config(settings or get_settings()))
+    if settings is None:
+        celery.add_defaults(lambda: configure(get_settings()))
+    else:
+        celery.conf.update(configure(settings))
     return celery
 
 

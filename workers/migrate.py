@@ -6,8 +6,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 import models
+from models.engine import make_engine
 
 MIGRATIONS_DIR = Path(models.__file__).resolve().parent / "migrations"
 
@@ -31,9 +34,7 @@ def downgrade(url: str, revision: str) -> None:
 
 
 def current(url: str) -> str | None:
-    from alembic.runtime.migration import MigrationContext
 
-    from services.db import make_engine
 
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         return None  # asking must not create an empty database file
@@ -47,7 +48,6 @@ def current(url: str) -> str | None:
 
 def head() -> str:
     """The newest revision shipped with this code."""
-    from alembic.script import ScriptDirectory
 
     revision = ScriptDirectory.from_config(alembic_config("")).get_current_head()
     assert revision is not None

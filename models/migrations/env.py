@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from models import Base
-from services.db import make_engine
+from models.engine import make_engine
 
 config = context.config
 target_metadata = Base.metadata

@@ -95,7 +95,7 @@ def deliver_messages(
     of the same ids cannot both send, and a crash can repeat at most the one message between
     "250" and our commit.
     `critical` wraps each send-and-record so the caller can keep a termination out of it
-    (workers/shield.py).
+    (tasks/shield.py).
     """
     report = DeliveryReport()
     with session_factory() as session:

@@ -56,7 +56,7 @@ class SmtpTransport:
 
     One connection is kept open between batches (connect, EHLO, STARTTLS, AUTH and QUIT cost
     more round trips than a short batch's messages), per transport object: each worker
-    process has its own (workers/runtime.py). A batch that ends in an exception closes it.
+    process has its own (tasks/runtime.py). A batch that ends in an exception closes it.
     """
 
     def __init__(self, url: str, timeout: float = 30.0) -> None:

@@ -15,12 +15,14 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from models.emails import EmailMessage, EmailStatus
+from models.engine import make_engine
 from models.records import ProcessedEvent, RejectedEvent
-from services.db import SessionFactory, make_engine, make_session_factory
+from models.settings import Settings
+from services.db import SessionFactory, make_session_factory
 from workers import migrate
-from workers.app import create_app, prepare_embedded_broker
-from workers.demo_story import Event, story
-from workers.settings import Settings
+from workers.app import create_app
+from workers.cli.demo_story import Event, story
+from workers.signals import prepare_embedded_broker
 
 TIMEOUT_SECONDS = 120
 

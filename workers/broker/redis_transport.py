@@ -30,6 +30,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
+from workers.broker.consumer import record_foreign_entry
+
 log = logging.getLogger(__name__)
 
 # What parsing a foreign entry raises: not JSON or not UTF-8 (ValueError, UnicodeDecodeError),
@@ -270,14 +272,12 @@ class Channel(kombu_redis.Channel):
         try:
             return self._read_reply(**options)
         except ForeignEntry as exc:
-            from workers.consumer import record_foreign_entry
 
             record_foreign_entry(_raw_entry(exc), str(exc))
             return True
         except self.connection_errors:  # type: ignore[attr-defined]
             raise
         except MALFORMED as exc:
-            from workers.consumer import record_foreign_entry
 
             record_foreign_entry(_raw_entry(exc), f"{type(exc).__name__}: {exc}")
             return True  # the entry was consumed; the loop goes on

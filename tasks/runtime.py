@@ -9,10 +9,13 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from services.db import SessionFactory, make_engine, make_session_factory
+from celery import current_app
+
+from models.engine import make_engine
+from models.settings import get_settings
+from services.db import SessionFactory, make_session_factory
 from services.mail.transports import MailTransport, SmtpTransport, transport_for
 from services.redaction import ids_only
-from workers.settings import get_settings
 
 
 @lru_cache(maxsize=1)
@@ -27,13 +30,12 @@ def mail_transport() -> MailTransport:
 
 
 def publish(task_name: str, kwargs: dict[str, Any], **options: Any) -> None:
-    """Send one task by name through the worker's own app (routes and serializer included).
+    """Send one task by name through the process's Celery app (workers.app: its routes and
+    serializer), which Celery makes the current app when it is created.
 
     `options` are send_task's (countdown, retries).
     """
-    from workers.app import app
-
-    app.send_task(
+    current_app.send_task(
         task_name, kwargs=kwargs, argsrepr="()", kwargsrepr=ids_only(kwargs), **options
     )
 

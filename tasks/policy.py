@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from models.settings import get_settings
 from services.invoice_run.run import RunPolicy
 from services.invoice_run.schedule import NoticeSchedule
-from workers.settings import get_settings
 
 
 def invoice_run_policy() -> RunPolicy:

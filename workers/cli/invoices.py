@@ -13,9 +13,9 @@ from sqlalchemy import func, select
 from models.base import utcnow
 from models.billing import Invoice, InvoiceStatus, Service, ServiceStatus
 from services.invoice_run.run import run_invoices
-from workers import runtime
-from workers.cli_common import console, database, require_broker
-from workers.policy import invoice_run_policy
+from tasks import runtime
+from tasks.policy import invoice_run_policy
+from workers.cli.common import console, database, require_broker
 
 invoices_app = typer.Typer(help="Invoices and the scheduled invoice run.", no_args_is_help=True)
 

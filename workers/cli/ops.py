@@ -9,8 +9,8 @@ import typer
 from rich.live import Live
 from rich.text import Text
 
-from workers import runtime
-from workers.cli_common import celery_app, console
+from tasks import runtime
+from workers.cli.common import celery_app, console
 from workers.ops.exporter import serve
 from workers.ops.ping import run_checks
 from workers.ops.render import literal, render

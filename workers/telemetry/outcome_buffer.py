@@ -16,7 +16,7 @@ from datetime import datetime
 
 from models.base import utcnow
 from services.db import SessionFactory
-from workers.ops.stats import OUTCOMES, Count, record_outcomes
+from services.task_stats import OUTCOMES, Count, record_outcomes
 
 FLUSH_SECONDS = 1.0
 

@@ -11,11 +11,11 @@ from sqlalchemy import func, select
 
 from models.dead_letters import DeadLetter
 from models.outbox import OutboxMessage
+from models.settings import get_settings
 from services import dead_letters, outbox
-from workers import runtime
-from workers.cli_common import console, database, require_broker, when
+from tasks import runtime
+from workers.cli.common import console, database, require_broker, when
 from workers.ops.render import literal
-from workers.settings import get_settings
 
 dlq_app = typer.Typer(
     help="Dead letters: tasks that can no longer be retried.", no_args_is_help=True

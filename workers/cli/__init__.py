@@ -11,19 +11,21 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
 
 from models.contracts import EVENTS, json_schemas
+from models.settings import get_settings
 from workers import migrate
-from workers.cli_common import console, explain
-from workers.cli_dlq import dlq_app, outbox_app
-from workers.cli_invoices import invoices_app
-from workers.cli_ops import ops_app
-from workers.cli_records import emails_app, rejected_app
-from workers.settings import get_settings
+from workers.cli.common import console, explain
+from workers.cli.demo import run_demo
+from workers.cli.dlq import dlq_app, outbox_app
+from workers.cli.invoices import invoices_app
+from workers.cli.ops import ops_app
+from workers.cli.records import emails_app, rejected_app
 
 PROG = "clientflow"
 USAGE_ERROR = 2
@@ -119,9 +121,7 @@ def demo(
     folder: str = typer.Option("var/demo", "--dir", help="Wiped and filled by the demo."),
 ) -> None:
     """Run a scripted story through a real worker on the embedded default (no servers)."""
-    from pathlib import Path
 
-    from workers.demo import run_demo
 
     raise typer.Exit(run_demo(Path(folder), console))
 

@@ -22,7 +22,7 @@ from vine import promise
 
 from models.contracts.common import json_depth
 from services.rejections import event_id_of, record_rejection
-from workers import runtime
+from tasks import runtime
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 65_536
@@ -83,7 +83,7 @@ def _record(task_name: str, message: Any, reason: str) -> None:
 
 
 def record_foreign_entry(raw: str, error: str) -> None:
-    """A queue entry that is not a kombu message at all (see workers/redis_transport.py)."""
+    """A queue entry that is not a kombu message at all (see workers/broker/redis_transport.py)."""
     log.error("refused queue entry: not a Celery message: %s", error[:300])
     try:
         record_rejection(

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from models.emails import EmailMessage
 from models.records import RejectedEvent
-from workers.cli_common import console, database, when
+from workers.cli.common import console, database, when
 from workers.ops.render import literal
 
 rejected_app = typer.Typer(help="Events refused, with their reasons.", no_args_is_help=True)

@@ -12,12 +12,12 @@ from typing import Any
 
 from celery import Task, signals
 
-from workers import runtime
-from workers.ops import json_logs
-from workers.ops.outcome_buffer import OutcomeBuffer
+from models.settings import get_settings
+from services.task_stats import outcome_of
+from tasks import runtime
 from workers.ops.queues import PUBLISHED_AT_HEADER
-from workers.ops.stats import outcome_of
-from workers.settings import get_settings
+from workers.telemetry import json_logs
+from workers.telemetry.outcome_buffer import OutcomeBuffer
 
 # A task published while another runs (an event's email delivery) inherits its event id,
 # so the delivery's log lines can be found by the event that caused them.

@@ -8,15 +8,23 @@ import errno
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING
 
+from kombu.exceptions import OperationalError as KombuOperationalError
+from kombu.utils.url import maybe_sanitize_url
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 from sqlalchemy import exc as sa
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from workers import runtime
-from workers.settings import Settings, get_settings
+from models.settings import Settings, get_settings
+from tasks import runtime
+from workers.app import app
+from workers.signals import prepare_embedded_broker
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -37,7 +45,6 @@ def database() -> Iterator[Session]:
 
 def celery_app() -> Celery:
     """The worker's Celery app, imported on use: most subcommands need none."""
-    from workers.app import app, prepare_embedded_broker
 
     # The embedded filesystem broker reads folders that exist only once something used it.
     prepare_embedded_broker(get_settings())
@@ -55,7 +62,6 @@ def require_broker() -> None:
 
 
 def when(value: object) -> str:
-    from datetime import datetime
 
     return f"{value:%Y-%m-%d %H:%M:%S}" if isinstance(value, datetime) else "-"
 
@@ -146,9 +152,6 @@ def _database(exc: sa.DBAPIError) -> str | None:
 
 
 def _is_broker_error(exc: BaseException) -> bool:
-    from kombu.exceptions import OperationalError as KombuOperationalError
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
 
     return isinstance(exc, KombuOperationalError | RedisConnectionError | RedisTimeoutError)
 
@@ -180,7 +183,6 @@ def _first(exc: BaseException) -> str:
 
 
 def _database_url() -> str:
-    from sqlalchemy.engine import make_url
 
     try:
         url = get_settings().effective_database_url
@@ -190,7 +192,6 @@ def _database_url() -> str:
 
 
 def _broker_url() -> str:
-    from kombu.utils.url import maybe_sanitize_url
 
     try:
         return str(maybe_sanitize_url(get_settings().broker_url))

@@ -23,6 +23,8 @@ from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import filesystem as kombu_filesystem
 from kombu.utils.json import dumps
 
+from workers.broker.consumer import record_foreign_entry
+
 # kombu picks files whose name after the first dot is "<queue>.msg"; a name starting with a
 # dot and ending in ".part" is never taken for a message, nor counted in a queue's size.
 PARTIAL_SUFFIX = ".part"
@@ -66,7 +68,6 @@ class Channel(kombu_filesystem.Channel):
 
 
 def _record(raw: Any, exc: BaseException) -> None:
-    from workers.consumer import record_foreign_entry
 
     if isinstance(raw, bytes):
         text = raw.decode("utf-8", "backslashreplace")
