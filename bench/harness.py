@@ -10,7 +10,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,19 +27,20 @@ import redis
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
+# One copy of the helpers the benchmarks share with the tests, in tests/servers.py (free of
+# application code too). bench/run.py puts tests/ on the path, invoice_run.py and
+# redis_fetch.py do not, so this module does it for all of them.
+sys.path.insert(0, str(ROOT / "tests"))
+
+# Re-exported: the other bench scripts take them from here.
+from servers import environ_without_settings as environ_without_settings  # noqa: E402
+from servers import free_port as free_port  # noqa: E402
 
 # Celery's built-in task that only returns its arguments: a no-op every clientflow worker knows.
 NOOP_TASK = "celery.accumulate"
 
 # The invoice run's date in every benchmark: the loaded invoices are dated this day.
 RUN_DATE = date(2026, 3, 1)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until(check: Any, what: str, timeout: float, interval: float = 0.5) -> Any:
@@ -84,7 +84,7 @@ def worker_env(
     **extra: str,
 ) -> dict[str, str]:
     """os.environ without any CLIENTFLOW_* setting, plus the worker's own settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIENTFLOW_")}
+    env = environ_without_settings()
     env["CLIENTFLOW_BROKER_URL"] = broker_url
     if database_url:
         env["CLIENTFLOW_DATABASE_URL"] = database_url

@@ -31,6 +31,7 @@ from bench.harness import (  # noqa: E402
     NOOP_TASK,
     RUN_DATE,
     broker_idle,
+    environ_without_settings,
     free_port,
     load,
     peak_rss_mib,
@@ -112,7 +113,7 @@ def main() -> None:
         print(f"loaded {args.invoices:,} invoices and {clients:,} clients with contacts in "
               f"{seconds:.1f} s; the run owes {owed:,} emails")  # fmt: skip
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CLIENTFLOW_")}
+        env = environ_without_settings()
         env.update(
             CLIENTFLOW_BROKER_URL=args.redis_url,
             CLIENTFLOW_DATABASE_URL=database_url,

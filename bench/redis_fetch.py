@@ -25,7 +25,13 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import NOOP_TASK, broker_idle, wait_until, worker  # noqa: E402
+from bench.harness import (  # noqa: E402
+    NOOP_TASK,
+    broker_idle,
+    environ_without_settings,
+    wait_until,
+    worker,
+)
 from models.settings import Settings  # noqa: E402
 from workers import migrate  # noqa: E402
 from workers.app import create_app  # noqa: E402
@@ -39,7 +45,7 @@ def one_round(
     """(tasks/s for a burst, median seconds from send to acknowledged for a lone task)."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIENTFLOW_")}
+    env = environ_without_settings()
     env.update(
         CLIENTFLOW_BROKER_URL=redis_url,
         CLIENTFLOW_DATA_DIR=str(log.parent),

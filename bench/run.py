@@ -73,6 +73,7 @@ from bench import ceiling  # noqa: E402
 from bench.harness import (  # noqa: E402
     RUN_DATE,
     Memory,
+    environ_without_settings,
     load,
     load_contacts,
     memory,
@@ -321,7 +322,7 @@ def phase_ceiling(ctx: Context) -> None:
                 ctx.runner.progress.update(task, completed=i)
     ctx.runner.progress.update(task, completed=n, description="C  stock Celery no-op (drain)")
     ctx.runner.progress.reset(task, total=n)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIENTFLOW_")}
+    env = environ_without_settings()
     env["BENCH_BROKER_URL"] = ctx.args.redis_url
     started = time.perf_counter()
     with ctx.worker("ceiling", env, [ceiling.QUEUE], "bench.ceiling") as p:

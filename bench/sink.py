@@ -32,6 +32,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+from bench.harness import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clientflow-bench"
 POSTFIX_DIR = CACHE / "postfix"
@@ -40,13 +42,6 @@ BACKLOG = "1000"
 
 _COUNTER = re.compile(rb"mesg=(\d+)")
 _RCPT = re.compile(r"<([^>]*)>")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _runs(binary: Path, libdir: Path) -> bool:
@@ -110,7 +105,7 @@ class Sink:
     """An SMTP server on 127.0.0.1 that accepts everything; counts and optionally dumps it."""
 
     def __init__(self, workdir: Path, *, dump: bool = False, allow_postfix: bool = True) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.workdir = workdir
         self.dump_dir: Path | None = None
         if dump:

@@ -16,6 +16,7 @@ from servers import (
     drop_database,
     find_or_start_postgres,
     find_or_start_redis,
+    redis_url_for_worker,
 )
 from smtp_sink import SmtpSink
 from sqlalchemy import Engine
@@ -26,6 +27,8 @@ from services.db import SessionFactory
 from services.dispatch import Result, process_event
 from workers import migrate
 
+# Under pytest-xdist each worker takes the database below the previous one's (15, 14, ...):
+# see servers.redis_url_for_worker.
 REDIS_URL = os.environ.get("CLIENTFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 ADMIN_DATABASE_URL = os.environ.get(
     "CLIENTFLOW_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -36,7 +39,9 @@ COMPANY = "Test Hosting"
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     try:
-        url, server = find_or_start_redis(REDIS_URL)
+        url, server = find_or_start_redis(
+            redis_url_for_worker(REDIS_URL, os.environ.get("PYTEST_XDIST_WORKER"))
+        )
     except ServerUnavailable as exc:
         pytest.exit(str(exc), returncode=3)
     yield url

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import urllib.error
@@ -11,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from prometheus_client.parser import text_string_to_metric_families
-from servers import free_port
+from servers import environ_without_settings, free_port
 from worker_process import WorkerProcess, wait_until
 
 from workers.ops.snapshot import Snapshot
@@ -20,7 +19,7 @@ CLI = [sys.executable, "-c", "from workers.cli import main; main()"]
 
 
 def ops_env(worker: WorkerProcess) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIENTFLOW_")}
+    env = environ_without_settings()
     env.update(
         CLIENTFLOW_DATABASE_URL=worker.database_url,
         CLIENTFLOW_BROKER_URL=worker.broker_url,

@@ -1,4 +1,8 @@
-"""Find or start the real Redis and PostgreSQL servers the test suite runs against."""
+"""Find or start the real Redis and PostgreSQL servers the test suite runs against.
+
+Also the process helpers the benchmarks share with the tests (free_port,
+environ_without_settings): bench/ imports them from here and keeps no copy of its own.
+"""
 
 from __future__ import annotations
 
@@ -47,10 +51,17 @@ def postgres_answers(url: str) -> bool:
 
 
 def free_port() -> int:
+    # Bound, not 0 passed on: aiosmtpd's and our own readiness probes connect to the port.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def environ_without_settings() -> dict[str, str]:
+    """os.environ without any CLIENTFLOW_* variable, for a child process: it then sees only
+    the settings its caller adds, never the ones of the shell that started the run."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CLIENTFLOW_")}
 
 
 def _libpq_url(url: str) -> str:
@@ -323,6 +334,27 @@ class PostgresServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def redis_url_for_worker(url: str, worker: str | None) -> str:
+    """The Redis database one pytest-xdist worker (gw0, gw1, ...) uses: url's database minus
+    the worker's index, so gw0 keeps db 15 and gw1 takes 14 by default.
+
+    Each worker needs its own database because WorkerProcess flushes its database on
+    creation. Without xdist (worker None, or "master") url is used as it is.
+    """
+    if worker is None or not worker.startswith("gw"):
+        return url
+    index = int(worker.removeprefix("gw"))
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    if index > base:
+        raise ServerUnavailable(
+            f"xdist worker {worker} needs Redis database {base} - {index}, below 0:"
+            f" set CLIENTFLOW_TEST_REDIS_URL to a database of at least {index}"
+            " or run fewer workers"
+        )
+    return urlunsplit(parts._replace(path=f"/{base - index}"))
 
 
 def find_or_start_redis(url: str) -> tuple[str, RedisServer | None]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import socket
 import threading
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -14,6 +13,7 @@ from typing import Self
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from servers import free_port
 
 HOST = "127.0.0.1"
 
@@ -51,7 +51,7 @@ class SmtpSink:
     """
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.fail_rcpt: dict[str, str] = {}
         self.temp_fail_data = 0
         self.unavailable_reply: str | None = None
@@ -186,11 +186,3 @@ class SmtpSink:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def _free_port() -> int:
-    # aiosmtpd's readiness probe connects to the configured port, so port 0 won't do.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port

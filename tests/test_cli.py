@@ -7,7 +7,6 @@ run must start clean with exactly the CLIENTFLOW_* variables the test gives it.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import payloads
 import pytest
-from servers import create_database, drop_database
+from servers import create_database, drop_database, environ_without_settings
 from sqlalchemy import update
 
 from models.contracts import EVENTS
@@ -51,7 +50,7 @@ def run_cli_with(
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """run_cli with other variables in the environment too (FORCE_COLOR=1)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIENTFLOW_")}
+    env = environ_without_settings()
     env.update({f"CLIENTFLOW_{k.upper()}": v for k, v in settings.items()})
     # Rich wraps tables at 80 columns when not on a terminal; keep rows on one line.
     env["COLUMNS"] = "250"

@@ -9,7 +9,6 @@ when what it checks is unhealthy.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import time
@@ -18,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import free_port
+from servers import environ_without_settings, free_port
 from test_cli import CLI, run_cli
 from typer.testing import CliRunner
 from worker_process import WorkerProcess, worker_fixture
@@ -258,7 +257,7 @@ def test_the_exporter_on_an_address_not_of_this_host(tmp_path: Path, sqlite_data
 def exporter_process(tmp_path: Path, sqlite_database: str) -> Iterator[tuple[int, Path]]:
     """`clientflow ops exporter --port N` with no --host; yields N and its output file."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIENTFLOW_")}
+    env = environ_without_settings()
     env.update(CLIENTFLOW_DATABASE_URL=sqlite_database, CLIENTFLOW_DATA_DIR=str(tmp_path))
     output = tmp_path / "exporter.out"
     with output.open("w") as out:

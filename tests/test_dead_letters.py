@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -10,6 +9,7 @@ import payloads
 import psycopg
 import pytest
 from conftest import Apply, Publisher
+from servers import environ_without_settings
 from smtp_sink import SmtpSink
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -80,7 +80,7 @@ impatient_worker = worker_fixture(
 
 
 def _cli(worker: WorkerProcess, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIENTFLOW_")}
+    env = environ_without_settings()
     env.update(
         CLIENTFLOW_DATABASE_URL=worker.database_url,
         CLIENTFLOW_BROKER_URL=worker.broker_url,

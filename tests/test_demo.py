@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
 import re
 import sqlite3
 import subprocess
@@ -16,6 +15,7 @@ from email.utils import getaddresses
 from pathlib import Path
 
 import pytest
+from servers import environ_without_settings
 
 from workers.cli.demo_story import story
 
@@ -68,7 +68,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     """`clientflow demo --dir <tmp>/demo`, run once, from an empty working directory."""
     cwd = tmp_path_factory.mktemp("demo-cwd")
     folder = cwd / "demo"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIENTFLOW_")}
+    env = environ_without_settings()
     env["COLUMNS"] = "200"
     result = subprocess.run(
         [*clientflow_command(), "demo", "--dir", str(folder)],
@@ -140,7 +140,7 @@ def test_demo_applies_the_story_in_publish_order(demo: DemoRun) -> None:
 
 
 def test_loading_the_demo_creates_nothing_in_the_working_directory(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIENTFLOW_")}
+    env = environ_without_settings()
     subprocess.run(
         [sys.executable, "-c", "import workers.cli, workers.cli.demo"],
         cwd=tmp_path,

@@ -19,6 +19,7 @@ from typing import Any
 import payloads
 import pytest
 from celery import Celery
+from servers import environ_without_settings
 from sqlalchemy import func, select
 from worker_process import wait_for_db
 
@@ -109,7 +110,7 @@ def test_a_real_worker_keeps_up_with_concurrent_publishers_and_bad_files(
     embedded: tuple[Settings, Celery, SessionFactory], tmp_path: Path
 ) -> None:
     settings, app, sessions = embedded
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIENTFLOW_")}
+    env = environ_without_settings()
     env["CLIENTFLOW_DATA_DIR"] = str(tmp_path)
     log_path = tmp_path / "worker.log"
     with log_path.open("wb") as log:

@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 import pytest
 import redis
 from celery import Celery
+from servers import environ_without_settings
 from smtp_sink import SmtpSink
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -86,7 +87,7 @@ def build_worker_env(
     broker_url: str, database_url: str, smtp_url: str, data_dir: Path, **extra: str
 ) -> dict[str, str]:
     """os.environ without any CLIENTFLOW_* setting, plus the worker's own settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIENTFLOW_")}
+    env = environ_without_settings()
     env.update(
         {
             "CLIENTFLOW_BROKER_URL": broker_url,
@@ -106,7 +107,8 @@ def build_worker_env(
 class WorkerProcess:
     """One worker subprocess, the publisher app that feeds it, and its database.
 
-    Creating it flushes the Redis database of broker_url (db 15 is reserved for tests), so
+    Creating it flushes the Redis database of broker_url (reserved for tests: db 15 by
+    default, one database per pytest-xdist worker, see servers.redis_url_for_worker), so
     messages left by an earlier run cannot reach this worker. start() is separate so a test
     can publish before any worker exists.
     """
