@@ -18,8 +18,8 @@ TASK = "bench.noop"
 
 app = Celery("ceiling", broker=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/9"))
 app.conf.update(
-    # Pinned to kombu's own Redis transport: a publisher process that has imported workers.app
-    # maps redis:// to clientflow's (workers/broker/redis_transport.py), which this is not about.
+    # Named, as clientflow's app names its own (workers/app.py, TRANSPORTS): kombu's stock
+    # Redis transport, which is what the ceiling is about.
     broker_transport="kombu.transport.redis:Transport",
     task_serializer="json",
     accept_content=["json"],

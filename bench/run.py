@@ -67,6 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import payloads  # noqa: E402
 from servers import create_database, drop_database  # noqa: E402
 
 from bench import ceiling  # noqa: E402
@@ -392,26 +393,13 @@ def phase_smtp(ctx: Context) -> None:
     }
 
 
-def client_payload(client_id: str, address: str) -> dict[str, Any]:
-    return {
-        "event_id": f"bench-{client_id}-{uuid.uuid4().hex[:8]}",
-        "client_id": client_id,
-        "firstname": "Ada",
-        "lastname": "Lovelace",
-        "companyname": "Analytical Engines Ltd",
-        "email": address,
-        "address1": "12 St James's Square",
-        "city": "London",
-        "state": "Greater London",
-        "postcode": "SW1Y 4JH",
-        "country": "GB",
-        "phonenumber": "+44 20 7946 0000",
-    }
+def bench_client(client_id: str, address: str) -> dict[str, Any]:
+    return payloads.client(client_id, email=address, companyname="Analytical Engines Ltd")
 
 
-def publish(app: Celery, name: str, payloads: Iterator[dict[str, Any]]) -> None:
+def publish(app: Celery, name: str, events: Iterator[dict[str, Any]]) -> None:
     with app.producer_or_acquire() as producer:
-        for payload in payloads:
+        for payload in events:
             app.send_task(
                 name,
                 kwargs=payload,
@@ -467,7 +455,8 @@ def phase_clients_add(ctx: Context) -> None:
     database_url = ctx.new_database()
     app = clientflow_app(ctx.args.redis_url)
     queues = sorted(app.amqp.queues)
-    publish(app, "clients.add", (client_payload(f"A{i}", f"a{i}@bench.example") for i in range(n)))
+    adds = (bench_client(f"A{i}", f"a{i}@bench.example") for i in range(n))
+    publish(app, "clients.add", adds)
     sink = ctx.sink(dump="latency" in ctx.args.only)
     task = ctx.runner.task("clients.add + welcome email", n)
     env = worker_env(ctx.args.redis_url, database_url, sink.url, ctx.workdir)
@@ -529,7 +518,7 @@ def latency(ctx: Context, app: Celery, sink: Sink, rate: float) -> None:
             if delay > 0:
                 time.sleep(delay)
             address = f"lat{i}@bench.example"
-            payload = client_payload(f"L{i}", address)
+            payload = bench_client(f"L{i}", address)
             published[address] = time.time_ns()
             app.send_task(
                 "clients.add",
@@ -587,13 +576,10 @@ def phase_notifications(ctx: Context) -> None:
         app,
         "notifications.send",
         (
-            {
-                "event_id": f"bench-n-{client_id}",
-                "client_id": client_id,
-                "category": "general",
-                "template": "general_announcement",
-                "context": {"title": "Maintenance", "message": "Tonight, 22:00 to 23:00 UTC."},
-            }
+            payloads.notification(
+                client_id,
+                context={"title": "Maintenance", "message": "Tonight, 22:00 to 23:00 UTC."},
+            )
             for client_id in clients
         ),
     )

@@ -23,7 +23,7 @@ from services.db import SessionFactory, UnitOfWork
 from services.errors import Rejected, Transient, UnknownReference
 from services.hosting import upsert_service
 from services.invoices import record_payment, upsert_invoice
-from services.mail.queue import EmailQueue, claim_in_transaction
+from services.mail.queue import EmailQueue
 from services.notifications import send_notification
 from services.outbox import DELIVER_TASK, Publish, publish_staged
 from services.rejections import describe_validation_error, record_rejection
@@ -149,14 +149,14 @@ def _apply(
             emails = EmailQueue(uow.session, event.event_id, company_name)
             ctx = HandlerContext(task_name, uow.session, emails)
             HANDLERS[task_name](ctx, event)
-            email_ids = list(emails.ids)
+            email_ids = emails.ids
             claimed: list[EmailMessage] = []
             if email_ids and deliver_now is not None and deliver_now.ready():
                 # Claimed for this process in the event's own commit: no outbox row, no
                 # delivery task. Should this process die before sending, the claims' lease
                 # runs out and the relay queues them again (services.outbox).
-                claimed = claim_in_transaction(uow.session, email_ids)
-            if email_ids and not claimed:
+                claimed = emails.claim()
+            elif email_ids:
                 # The outbox row and the emails commit together: the delivery is owed even
                 # if the broker is away right after the commit.
                 ctx.stage(DELIVER_TASK, {"message_ids": email_ids})

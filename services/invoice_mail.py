@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from models.billing import Invoice, Notice
 from models.clients import Client
+from models.emails import EmailMessage
 from services.mail.queue import EmailQueue
 from services.money import format_money
 from services.routing import Recipient, billing_contact_of
@@ -75,8 +76,8 @@ def queue_notice_emails(
     notice: Notice,
     recipients: list[Recipient],
     extra: dict[str, Any] | None = None,
-) -> list[str]:
-    """Render and log one email per recipient (in the caller's transaction); their ids."""
+) -> list[EmailMessage]:
+    """Render and log one email per recipient (in the caller's transaction)."""
     emails = EmailQueue(session, notice_event_id(invoice.id, notice), company_name, system=True)
     context = {"invoice": invoice_context(invoice), "invoiced_to": invoiced_to(invoice.client)}
     context.update(extra or {})
@@ -93,4 +94,4 @@ def queue_notice_emails(
     ]
     for message in messages:
         emails.add(message)
-    return emails.ids
+    return emails.messages

@@ -175,7 +175,7 @@ def _confirm_payment(ctx: HandlerContext, invoice: Invoice, event: RecordPayment
         "date": event.date.isoformat(),
         "transaction_id": event.transaction_id,
     }
-    ids = queue_notice_emails(
+    messages = queue_notice_emails(
         ctx.session,
         ctx.emails.company_name,
         invoice,
@@ -183,4 +183,4 @@ def _confirm_payment(ctx: HandlerContext, invoice: Invoice, event: RecordPayment
         recipients,
         {"payment": payment},
     )
-    ctx.emails.ids.extend(ids)
+    ctx.emails.messages.extend(messages)

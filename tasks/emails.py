@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 # long and publish delivery tasks instead: an event must not wait on a server that is away (a
 # connect may take the whole SMTP timeout), and the tasks retry with backoff on their queue.
 INLINE_PAUSE_SECONDS = 30.0
-_inline_pause = Pause(INLINE_PAUSE_SECONDS)
 
 
 # Published by our own code, but a message can be hand-published or corrupted: checked, so a
@@ -67,8 +66,12 @@ class AfterCommitDelivery:
     sending, their lease runs out and the relay queues them again.
     """
 
+    def __init__(self) -> None:
+        # Each pool process has its own (a copy made at fork): its own failures pause it.
+        self.pause = Pause(INLINE_PAUSE_SECONDS)
+
     def ready(self) -> bool:
-        return not _inline_pause.active()
+        return not self.pause.active()
 
     def __call__(self, messages: list[EmailMessage]) -> None:
         settings = get_settings()
@@ -86,7 +89,7 @@ class AfterCommitDelivery:
             log.warning("could not deliver an event's emails after its commit", exc_info=True)
             return
         if report.connection_failed:
-            _inline_pause.start()
+            self.pause.start()
             log.warning(
                 "mail server unreachable (%s): events publish delivery tasks for the next %.0f s",
                 report.last_error,

@@ -121,7 +121,7 @@ def notify_batch(
             result.no_recipient += 1
             continue
         try:
-            ids = queue_notice_emails(session, company_name, invoice, notice, recipients)
+            messages = queue_notice_emails(session, company_name, invoice, notice, recipients)
         except DBAPIError:
             raise  # the database, not this invoice: the batch is retried
         except Exception as exc:
@@ -135,7 +135,7 @@ def notify_batch(
             result.problems.append(_problem(invoice, exc))
             continue
         result.sent[notice.value] += 1
-        result.email_ids += ids
+        result.email_ids += [message.id for message in messages]
     return result
 
 

@@ -113,8 +113,8 @@ def deliver_claimed(
     max_attempts: int,
     critical: Callable[[], AbstractContextManager[None]] = nullcontext,
 ) -> DeliveryReport:
-    """Send messages already claimed for this process (services.mail.queue's
-    claim_in_transaction, committed with their event), recording every outcome."""
+    """Send messages already claimed for this process (EmailQueue.claim, committed with their
+    event), recording every outcome."""
     report = DeliveryReport()
     with session_factory() as session:
         claimed = [session.merge(message, load=False) for message in messages]

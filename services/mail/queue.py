@@ -44,14 +44,18 @@ def client_context(client: Client) -> dict[str, Any]:
 
 @dataclass
 class EmailQueue:
-    """What a handler uses to owe an email; ids collects what to deliver after commit."""
+    """What a handler uses to owe an email; messages collects what to deliver after commit."""
 
     session: Session
     event_id: str
     company_name: str
     # True for emails clientflow owes on its own account (their event id is synthetic).
     system: bool = False
-    ids: list[str] = field(default_factory=list)
+    messages: list[EmailMessage] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return [message.id for message in self.messages]
 
     def queue(
         self,
@@ -71,7 +75,18 @@ class EmailQueue:
 
     def add(self, message: EmailMessage) -> None:
         self.session.add(message)
-        self.ids.append(message.id)
+        self.messages.append(message)
+
+    def claim(self) -> list[EmailMessage]:
+        """Claim every message queued here for sending by this process, in the caller's
+        transaction: the state services.mail.delivery's claim gives a queued one."""
+        now = utcnow()
+        for message in self.messages:
+            message.status = EmailStatus.SENDING
+            message.claimed_at = now
+            message.attempts = (message.attempts or 0) + 1
+            message.updated_at = now
+        return list(self.messages)
 
     def render(
         self,
@@ -109,25 +124,3 @@ class EmailQueue:
         )
         return message
 
-
-def claim_in_transaction(session: Session, message_ids: list[str]) -> list[EmailMessage]:
-    """Claim for sending (as services.mail.delivery does) emails this transaction logged.
-
-    All or nothing: an id not among the session's own new or loaded rows claims none, and the
-    caller stages a delivery task instead.
-    """
-    own = {
-        row.id: row
-        for row in (*session.new, *session.identity_map.values())
-        if isinstance(row, EmailMessage)
-    }
-    if not all(message_id in own for message_id in message_ids):
-        return []
-    now = utcnow()
-    messages = [own[message_id] for message_id in message_ids]
-    for message in messages:
-        message.status = EmailStatus.SENDING
-        message.claimed_at = now
-        message.attempts = (message.attempts or 0) + 1
-        message.updated_at = now
-    return messages

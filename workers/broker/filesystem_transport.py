@@ -19,7 +19,6 @@ from contextlib import suppress
 from typing import Any
 
 from kombu.exceptions import ChannelError
-from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import filesystem as kombu_filesystem
 from kombu.utils.json import dumps
 
@@ -81,7 +80,3 @@ def _record(raw: Any, exc: BaseException) -> None:
 class Transport(kombu_filesystem.Transport):
     Channel = Channel
 
-
-def install() -> None:
-    """Make filesystem:// URLs in this process use the transport above."""
-    TRANSPORT_ALIASES["filesystem"] = f"{__name__}:Transport"

@@ -25,8 +25,8 @@ from importlib import metadata
 from queue import Empty
 from typing import Any
 
-from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
@@ -317,9 +317,3 @@ def check_kombu(version: str | None = None) -> None:
             "(pip install -c constraints.txt -e .)"
         )
 
-
-def install() -> None:
-    """Make redis:// URLs in this process use the transport above (after check_kombu)."""
-    check_kombu()
-    for scheme in ("redis", "rediss"):
-        TRANSPORT_ALIASES[scheme] = f"{__name__}:Transport"
