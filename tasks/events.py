@@ -1,4 +1,5 @@
-"""The one shape of every event task: keyword arguments in, services.dispatch does the rest."""
+"""The event tasks, one per event of models.contracts.EVENTS: keyword arguments in,
+services.dispatch does the rest."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from models.contracts import EVENTS
 from models.settings import get_settings
 from services.dispatch import process_event
 from services.rejections import event_id_of, record_rejection
@@ -42,3 +44,7 @@ def event_task(name: str) -> Task[..., str]:
         return result.outcome.value
 
     return run
+
+
+# Made from the one list of events, so a new contract gets its task (and nothing else can).
+EVENT_TASKS = {name: event_task(name) for name in EVENTS}

@@ -1,4 +1,4 @@
-"""Invoice events from upstream billing, and invoices.run, the scheduled run beat starts."""
+"""invoices.run, the scheduled invoice run beat starts (invoice events are in tasks/events.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pydantic import BaseModel, ValidationError
 from models.base import utcnow
 from services.invoice_run.run import run_invoices
 from tasks import runtime
-from tasks.events import event_task
 from tasks.failures import retry_or_bury
 from tasks.policy import invoice_run_policy
 
@@ -19,10 +18,6 @@ from tasks.policy import invoice_run_policy
 # An ISO date ("2026-11-25"); anything else is buried with a reason, not failed silently.
 class RunArguments(BaseModel):
     run_date: date
-
-
-upsert = event_task("invoices.upsert")
-record_payment = event_task("invoices.record_payment")
 
 
 @shared_task(name="invoices.run", bind=True)

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models import Client, EmailMessage
+from models.contracts import AddClient, Event
 from services import dispatch
 from services.context import HandlerContext
 from services.db import SessionFactory, UnitOfWork
@@ -76,8 +77,9 @@ def test_no_publish_when_the_commit_fails(
 
         monkeypatch.setattr(ctx.session, "commit", refuse_commit)
 
-    original = dispatch.HANDLERS["clients.add"]
-    monkeypatch.setitem(dispatch.HANDLERS, "clients.add", add_then_break)
+    contract: type[Event] = AddClient
+    original = dispatch.HANDLERS[contract]
+    monkeypatch.setitem(dispatch.HANDLERS, contract, add_then_break)
 
     with pytest.raises(Transient):
         process_event(

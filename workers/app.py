@@ -28,12 +28,9 @@ TRANSPORTS = {
 }
 
 TASK_MODULES = [
-    "tasks.clients",
-    "tasks.contacts",
-    "tasks.notifications",
+    "tasks.events",
     "tasks.emails",
     "tasks.outbox",
-    "tasks.hosting",
     "tasks.invoices",
     "tasks.ops",
 ]
