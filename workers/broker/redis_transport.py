@@ -7,7 +7,8 @@ kill -9 test lost a clients.add this way), and the gap is not small: kombu leave
 reply unread in the socket while the worker is busy. Here one Lua script pops the message and
 records it in the same atomic step. Scripts cannot block, so when every queue is empty the
 channel waits with `BLMOVE q q RIGHT RIGHT`, which blocks until `q` has a message and then
-leaves the list as it was (Redis >= 6.2), taking the queues in turn with a short timeout.
+leaves the list as it was (Redis >= 6.2), with a short timeout, on the queue that last had a
+message (the busy one, the events queue in practice), the others in turn until one has.
 
 Foreign entries. Anything can LPUSH into a Redis list. kombu pops the entry and parses it
 inside the consumer loop; an entry that is not a JSON envelope raises there and Celery stops
@@ -166,6 +167,9 @@ class Channel(kombu_redis.Channel):
     # The last pop found every queue empty: wait before popping again.
     _idle = False
     _wait_turn = 0
+    # The key of the queue the last message came from: the one an idle channel waits on, so a
+    # message there is taken at once; one on another queue waits at most WAIT_SECONDS.
+    _wait_key: str | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -206,8 +210,10 @@ class Channel(kombu_redis.Channel):
         self._in_poll = connection
         self._brpop_sent_at = time.monotonic()
         if self._idle:
-            key = keys[self._wait_turn % len(keys)]
-            self._wait_turn += 1
+            key = self._wait_key
+            if key not in keys:
+                key = keys[self._wait_turn % len(keys)]
+                self._wait_turn += 1
             self._sent = "BLMOVE"
             connection.send_command("BLMOVE", key, key, "RIGHT", "RIGHT", WAIT_SECONDS)
         else:
@@ -242,7 +248,8 @@ class Channel(kombu_redis.Channel):
                 self._idle = True
                 raise Empty()
             queue_key, item, *recorded = reply
-            queue = bytes_to_str(queue_key).rsplit(self.sep, 1)[0]
+            self._wait_key = bytes_to_str(queue_key)
+            queue = self._wait_key.rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(queue)  # type: ignore[attr-defined]
             text = bytes_to_str(item)
             self.recorded_tag = bytes_to_str(recorded[0]) if recorded else None
