@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy import Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, utcnow
@@ -23,7 +23,17 @@ class EmailStatus(StrEnum):
 class EmailMessage(Base):
     __tablename__ = "email_messages"
     # The relay's sweep for queued emails whose delivery task was lost (services/outbox.py).
-    __table_args__ = (Index("ix_email_messages_status_updated_at", "status", "updated_at"),)
+    __table_args__ = (
+        Index("ix_email_messages_status_updated_at", "status", "updated_at"),
+        # The retention prune's work list: only rows that still have a body, so pruned years
+        # are never read again (services/retention.py).
+        Index(
+            "ix_email_messages_created_at_with_body",
+            "created_at",
+            postgresql_where=text("body_html <> ''"),
+            sqlite_where=text("body_html <> ''"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     # sha256(event id, recipient, template): the unique constraint is what makes

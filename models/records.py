@@ -22,7 +22,8 @@ class ProcessedEvent(Base):
     # is a publisher reusing an id, refused with a reason, not a redelivery to ignore.
     # None on rows from before it was kept: those compare by task name only.
     payload_sha256: Mapped[str | None] = mapped_column(String(64))
-    processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Indexed for the retention prune (services/retention.py), oldest first.
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class RejectedEvent(Base):
@@ -57,4 +58,4 @@ class AuditEvent(Base):
     actor_kind: Mapped[str] = mapped_column(String(16))
     actor_client_id: Mapped[str | None] = mapped_column(String(64))
     changes: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

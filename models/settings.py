@@ -67,6 +67,31 @@ class Settings(BaseSettings):
         description="Per-minute task counters older than this are folded into all-time totals "
         "(hourly, by beat); the last-hour view and Prometheus counters are unaffected.",
     )
+    processed_events_keep_days: float = Field(
+        default=90.0,
+        ge=0,
+        description="The idempotency window: an applied event's id is kept this long, and a "
+        "redelivery or replay within it is a duplicate; after it the same id is applied again. "
+        "0 keeps them for ever. Must exceed the Redis visibility timeout.",
+    )
+    email_bodies_keep_days: float = Field(
+        default=90.0,
+        ge=0,
+        description="Sent or failed emails older than this lose their text and HTML bodies; "
+        "the row (recipient, subject, status, idempotency key) stays. 0 keeps them.",
+    )
+    rejected_events_keep_days: float = Field(
+        default=90.0,
+        ge=0,
+        description="Refused events older than this are deleted (those still waiting for a "
+        "client, contact or invoice are kept). 0 keeps them.",
+    )
+    audit_keep_days: float = Field(
+        default=365.0,
+        ge=0,
+        description="Audit rows (who changed what on a client) older than this are deleted. "
+        "0 keeps them.",
+    )
     redis_reliable_fetch: bool = Field(
         default=True,
         description="Pop and record each message atomically (needs Redis 6.2+). False falls "
@@ -173,6 +198,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "email_redeliver_after_seconds must exceed redis_visibility_timeout, or every "
                 "email held by a dead worker is staged again before Redis hands it back"
+            )
+        window = self.processed_events_keep_days * 86400
+        if window and window <= self.redis_visibility_timeout:
+            raise ValueError(
+                "processed_events_keep_days must exceed redis_visibility_timeout, or a message "
+                "Redis hands back after a worker died could be applied twice"
             )
         return self
 

@@ -159,43 +159,65 @@ def _apply(
     company_name: str,
     deliver_now: DeliverNow | None,
 ) -> Result:
+    args = (task_name, event, digest, session_factory, publish, company_name, deliver_now)
     try:
-        with UnitOfWork(session_factory) as uow:
-            seen = uow.session.get(ProcessedEvent, event.event_id)
-            if seen is not None:
-                return _seen_before(seen, task_name, digest)
-            emails = EmailQueue(uow.session, event.event_id, company_name)
-            ctx = HandlerContext(task_name, uow.session, emails)
-            HANDLERS[type(event)](ctx, event)
-            email_ids = emails.ids
-            claimed: list[EmailMessage] = []
-            if email_ids and deliver_now is not None and deliver_now.ready():
-                # Claimed for this process in the event's own commit: no outbox row, no
-                # delivery task. Should this process die before sending, the claims' lease
-                # runs out and the relay queues them again (services.outbox).
-                claimed = emails.claim()
-            elif email_ids:
-                # The outbox row and the emails commit together: the delivery is owed even
-                # if the broker is away right after the commit.
-                ctx.stage(DELIVER_TASK, {"message_ids": email_ids})
-            uow.session.add(
-                ProcessedEvent(event_id=event.event_id, task_name=task_name, payload_sha256=digest)
-            )
-            staged = list(ctx.staged)
-
-            def effects() -> None:
-                publish_staged(session_factory, staged, publish)
-                if claimed and deliver_now is not None:
-                    deliver_now(claimed)
-
-            uow.after_commit(effects)
-            uow.commit()
+        try:
+            return _apply_once(*args, skip_logged_emails=False)
+        except IntegrityError:
+            # Another worker committed the same event, or a client with the same email,
+            # between our checks and our commit; or an event replayed after its inbox row was
+            # pruned (services/retention.py) owes emails the log already has. Applied again at
+            # once: its checks now see the committed rows (a duplicate, or the specific
+            # refusal), and emails already logged are not queued a second time.
+            return _apply_once(*args, skip_logged_emails=True)
     except IntegrityError as exc:
-        # Another worker committed the same event, or a client with the same email, between
-        # our checks and our commit. A retry sees its result and answers as a duplicate or
-        # with the specific rejection.
         raise Transient(f"concurrent change while applying {event.event_id}") from exc
     except DataError as exc:
         # Valid by the contract, yet the database refuses a value: retrying cannot help.
         raise Rejected(f"cannot be stored: {exc.orig}") from exc
+
+
+def _apply_once(
+    task_name: str,
+    event: Event,
+    digest: str,
+    session_factory: SessionFactory,
+    publish: Publish,
+    company_name: str,
+    deliver_now: DeliverNow | None,
+    *,
+    skip_logged_emails: bool,
+) -> Result:
+    with UnitOfWork(session_factory) as uow:
+        seen = uow.session.get(ProcessedEvent, event.event_id)
+        if seen is not None:
+            return _seen_before(seen, task_name, digest)
+        emails = EmailQueue(
+            uow.session, event.event_id, company_name, skip_logged=skip_logged_emails
+        )
+        ctx = HandlerContext(task_name, uow.session, emails)
+        HANDLERS[type(event)](ctx, event)
+        email_ids = emails.ids
+        claimed: list[EmailMessage] = []
+        if email_ids and deliver_now is not None and deliver_now.ready():
+            # Claimed for this process in the event's own commit: no outbox row, no
+            # delivery task. Should this process die before sending, the claims' lease
+            # runs out and the relay queues them again (services.outbox).
+            claimed = emails.claim()
+        elif email_ids:
+            # The outbox row and the emails commit together: the delivery is owed even
+            # if the broker is away right after the commit.
+            ctx.stage(DELIVER_TASK, {"message_ids": email_ids})
+        uow.session.add(
+            ProcessedEvent(event_id=event.event_id, task_name=task_name, payload_sha256=digest)
+        )
+        staged = list(ctx.staged)
+
+        def effects() -> None:
+            publish_staged(session_factory, staged, publish)
+            if claimed and deliver_now is not None:
+                deliver_now(claimed)
+
+        uow.after_commit(effects)
+        uow.commit()
     return Result(Outcome.APPLIED, email_ids=email_ids)

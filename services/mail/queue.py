@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.base import utcnow
@@ -51,6 +52,9 @@ class EmailQueue:
     company_name: str
     # True for emails clientflow owes on its own account (their event id is synthetic).
     system: bool = False
+    # Leave out an email whose idempotency key the log already has (one round trip per email:
+    # only when applying an event again after such a conflict, services.dispatch).
+    skip_logged: bool = False
     messages: list[EmailMessage] = field(default_factory=list)
 
     @property
@@ -74,6 +78,10 @@ class EmailQueue:
         return message
 
     def add(self, message: EmailMessage) -> None:
+        if self.skip_logged and self.session.scalar(
+            select(EmailMessage.id).where(EmailMessage.idempotency_key == message.idempotency_key)
+        ):
+            return
         self.session.add(message)
         self.messages.append(message)
 
