@@ -170,6 +170,16 @@ def memory(pid: int) -> list[Memory]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the worker and its pool processes have used so far, in seconds."""
+    ticks = 0
+    for process in process_tree(pid):
+        with suppress(FileNotFoundError, ProcessLookupError):
+            fields = Path(f"/proc/{process}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mib(pid: int) -> dict[int, float]:
     """VmHWM (the kernel's peak resident set) of the worker and each pool process, MiB."""
     return {m.pid: m.peak_mib for m in memory(pid)}

@@ -74,6 +74,7 @@ from bench import ceiling  # noqa: E402
 from bench.harness import (  # noqa: E402
     RUN_DATE,
     Memory,
+    cpu_seconds,
     environ_without_settings,
     load,
     load_contacts,
@@ -137,6 +138,18 @@ class Drain:
     finished: float = 0.0
     partial: bool = False
     memory: dict[str, list[Memory]] = field(default_factory=dict)  # "10%", "100%"
+    # The worker's CPU seconds (all its processes) at the first progress and at the end: a
+    # figure other load on the machine disturbs much less than the rate.
+    cpu_first: float | None = None
+    cpu_finished: float | None = None
+
+    @property
+    def cpu_ms_per_item(self) -> float | None:
+        if self.cpu_first is None or self.cpu_finished is None:
+            return None
+        if self.done <= self.first_count:
+            return None
+        return 1000 * (self.cpu_finished - self.cpu_first) / (self.done - self.first_count)
 
     @property
     def seconds(self) -> float:
@@ -164,6 +177,9 @@ class Drain:
             "seconds_with_startup": round(self.finished - self.started, 3),
             "rate_with_startup_per_s": round(self.wall_rate, 2),
             "count_at_first_progress": self.first_count,
+            "worker_cpu_ms_per_item": (
+                None if self.cpu_ms_per_item is None else round(self.cpu_ms_per_item, 2)
+            ),
             "memory_mib": {when: [asdict(m) for m in found] for when, found in self.memory.items()},
         }
 
@@ -214,6 +230,8 @@ class Runner:
             now = time.perf_counter()
             if count > 0 and not timing.first:
                 timing.first, timing.first_count = now, count
+                if pid is not None:
+                    timing.cpu_first = cpu_seconds(pid)
             if pid is not None and "10%" not in timing.memory and count >= total / 10:
                 timing.memory["10%"] = memory(pid)
             rate = ""
@@ -241,6 +259,7 @@ class Runner:
             time.sleep(POLL)
         if pid is not None:
             timing.memory["100%"] = memory(pid)
+            timing.cpu_finished = cpu_seconds(pid)
         if timing.partial:  # finished as far as it got: the spinner and the clock stop
             description = next(t for t in self.progress.tasks if t.id == task).description
             self.progress.update(
@@ -700,6 +719,11 @@ def done_text(r: dict[str, Any], unit: str) -> str:
     return f"{r['items']:,} {unit}"
 
 
+def cpu_text(r: dict[str, Any]) -> str:
+    value = r.get("worker_cpu_ms_per_item")
+    return "worker CPU not measured" if value is None else f"worker CPU {value:.1f} ms each"
+
+
 def ms_text(value: float | None) -> str:
     return "not all received" if value is None else f"{value:,.0f}"
 
@@ -737,7 +761,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
         elif key == "clients_add":
             detail = (
                 f"{done_text(r, 'events')}; {r['rate_with_startup_per_s']:,.1f}/s counting "
-                "the worker's start-up"
+                f"the worker's start-up; {cpu_text(r)}"
             )
             out.append((label, f"{rate:,.1f} emails/s", to_c, to_s, rss, detail))
         elif key == "latency":

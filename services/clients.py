@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from models.clients import Client
@@ -27,11 +27,26 @@ def ensure_email_free(session: Session, email: str, except_client: str | None = 
         raise Conflict(f"Duplicate Email Address: {email} is already used by client {holder!r}")
 
 
+def ensure_new_client(session: Session, client_id: str, email: str) -> None:
+    """The id and the email both unused, asked in one query (both are unique: two rows at most)."""
+    holders = (
+        session.execute(
+            select(Client.id).where(
+                or_(Client.id == client_id, func.lower(Client.email) == email.lower())
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if client_id in holders:
+        raise Conflict(f"client {client_id!r} already exists")
+    if holders:
+        raise Conflict(f"Duplicate Email Address: {email} is already used by client {holders[0]!r}")
+
+
 def add_client(ctx: HandlerContext, event: AddClient) -> None:
     authorize(ctx.task_name, event, None)
-    if ctx.session.get(Client, event.client_id) is not None:
-        raise Conflict(f"client {event.client_id!r} already exists")
-    ensure_email_free(ctx.session, event.email)
+    ensure_new_client(ctx.session, event.client_id, event.email)
     fields = event.model_dump(exclude=_ENVELOPE)
     client = Client(id=event.client_id, status=event.status, **fields)
     ctx.session.add(client)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from types import TracebackType
 from typing import Self
@@ -14,6 +15,22 @@ SessionFactory = sessionmaker[Session]
 
 def make_session_factory(engine: Engine) -> SessionFactory:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+# One per factory (a process has one): made once, as each would hold its own engine proxy.
+@functools.cache
+def statement_at_a_time(session_factory: SessionFactory) -> SessionFactory:
+    """Sessions whose every statement commits on its own, for work made of single idempotent
+    statements (recording a delivery's outcome): no BEGIN and COMMIT around each one, two
+    round trips fewer. PostgreSQL only; SQLite keeps its transactions (its BEGIN is ours,
+    models/engine.py), which changes nothing there but speed. A factory bound to one
+    connection (tests run inside an outer transaction) is left as it is."""
+    engine = session_factory.kw.get("bind")
+    if not isinstance(engine, Engine) or engine.dialect.name != "postgresql":
+        return session_factory
+    return sessionmaker(
+        engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+    )
 
 
 class UnitOfWork:

@@ -37,6 +37,7 @@ from services.context import HandlerContext
 from services.db import SessionFactory, UnitOfWork
 from services.errors import Rejected, Transient, UnknownReference
 from services.hosting import upsert_service
+from services.inbox import claim_event
 from services.invoices import record_payment, upsert_invoice
 from services.mail.queue import EmailQueue
 from services.notifications import send_notification
@@ -122,9 +123,7 @@ def process_event(
     try:
         event = parse_event(task_name, payload)
         digest = payload_digest(payload)
-        return _apply(
-            task_name, event, digest, session_factory, publish, company_name, deliver_now
-        )
+        return _apply(task_name, event, digest, session_factory, publish, company_name, deliver_now)
     except Rejected as exc:
         waiting_for = exc.waiting_for if isinstance(exc, UnknownReference) else None
         if (
@@ -164,11 +163,12 @@ def _apply(
         try:
             return _apply_once(*args, skip_logged_emails=False)
         except IntegrityError:
-            # Another worker committed the same event, or a client with the same email,
-            # between our checks and our commit; or an event replayed after its inbox row was
-            # pruned (services/retention.py) owes emails the log already has. Applied again at
-            # once: its checks now see the committed rows (a duplicate, or the specific
-            # refusal), and emails already logged are not queued a second time.
+            # Another worker committed a client with the same email (or the same id) between
+            # our checks and our commit (the same event waits on its inbox row instead); or
+            # an event replayed after its inbox row was pruned (services/retention.py) owes
+            # emails the log already has. Applied again at once: its checks now see the
+            # committed rows (the specific refusal), and emails already logged are not queued
+            # a second time.
             return _apply_once(*args, skip_logged_emails=True)
     except IntegrityError as exc:
         raise Transient(f"concurrent change while applying {event.event_id}") from exc
@@ -189,8 +189,10 @@ def _apply_once(
     skip_logged_emails: bool,
 ) -> Result:
     with UnitOfWork(session_factory) as uow:
-        seen = uow.session.get(ProcessedEvent, event.event_id)
-        if seen is not None:
+        if not claim_event(uow.session, event.event_id, task_name, digest):
+            seen = uow.session.get(ProcessedEvent, event.event_id)
+            if seen is None:  # pruned (services/retention.py) since the claim met it
+                raise Transient(f"event {event.event_id} left the inbox while being checked")
             return _seen_before(seen, task_name, digest)
         emails = EmailQueue(
             uow.session, event.event_id, company_name, skip_logged=skip_logged_emails
@@ -208,9 +210,6 @@ def _apply_once(
             # The outbox row and the emails commit together: the delivery is owed even
             # if the broker is away right after the commit.
             ctx.stage(DELIVER_TASK, {"message_ids": email_ids})
-        uow.session.add(
-            ProcessedEvent(event_id=event.event_id, task_name=task_name, payload_sha256=digest)
-        )
         staged = list(ctx.staged)
 
         def effects() -> None:

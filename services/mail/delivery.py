@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from models.base import utcnow
 from models.emails import EmailMessage, EmailStatus
-from services.db import SessionFactory
+from services.db import SessionFactory, statement_at_a_time
 from services.mail.compose import compose
 from services.mail.transports import MailTransport
 
@@ -98,7 +98,7 @@ def deliver_messages(
     (tasks/shield.py).
     """
     report = DeliveryReport()
-    with session_factory() as session:
+    with statement_at_a_time(session_factory)() as session:
         claimed, pending = _claim_next(session, list(dict.fromkeys(message_ids)))
         if claimed:
             _send(session, transport, claimed, pending, mail_from, max_attempts, critical, report)
@@ -116,7 +116,7 @@ def deliver_claimed(
     """Send messages already claimed for this process (EmailQueue.claim, committed with their
     event), recording every outcome."""
     report = DeliveryReport()
-    with session_factory() as session:
+    with statement_at_a_time(session_factory)() as session:
         claimed = [session.merge(message, load=False) for message in messages]
         _send(session, transport, claimed, [], mail_from, max_attempts, critical, report)
     return report
