@@ -33,7 +33,19 @@ class HandlerContext:
         self.staged.append(message.id)
 
     def client(self, client_id: str) -> Client:
-        client = self.session.get(Client, client_id)
+        """The client the event acts on, row-locked to the end of the transaction.
+
+        A client's events then apply one at a time, even on different workers: each reads
+        what the one before it committed, so an audit row's old values are the ones it
+        replaced (unlocked, two updates racing both recorded the values from before either),
+        and what a handler checked (the contact it names exists, the client is not closed)
+        still holds at its commit. FOR NO KEY UPDATE: rows that only refer to the client
+        (contacts, emails, invoices) may still be written meanwhile. SQLite takes no row
+        lock; it has one writer at a time.
+        """
+        client = self.session.get(
+            Client, client_id, with_for_update={"key_share": True}, populate_existing=True
+        )
         if client is None:
             raise UnknownReference(
                 f"unknown client {client_id!r}", waiting_for=f"client:{client_id}"

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -125,10 +125,13 @@ class WorkerProcess:
         extra_settings: dict[str, str] | None = None,
         flush: bool = True,
         beat: bool = False,
+        node: str | None = None,
     ) -> None:
         self.broker_url = broker_url
         self.database_url = database_url
-        self.hostname = f"clientflow-test-{uuid.uuid4().hex[:10]}@localhost"
+        # The worker's node name (`-n name@host`): several workers sharing a broker each need
+        # their own, as they would have on separate hosts.
+        self.hostname = node or f"clientflow-test-{uuid.uuid4().hex[:10]}@localhost"
         self.workdir = workdir
         self.log_path = workdir / "worker.log"
         self.pool = pool
@@ -164,6 +167,12 @@ class WorkerProcess:
         ]  # fmt: skip
 
     def start(self, timeout: float = READY_TIMEOUT) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it: several workers then boot side by side
+        (each spends seconds importing the application) and wait_ready() waits for each."""
         if self._proc is not None:
             raise RuntimeError("a WorkerProcess starts once; make a new one to restart")
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -177,6 +186,9 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Until the worker answers a ping; stops it and raises if it exits or never does."""
         deadline = time.monotonic() + timeout
         while not self._answers_ping():
             if not self.alive:
@@ -356,6 +368,48 @@ class WorkerProcess:
     def rows(self, model: type[T]) -> list[T]:
         with self.sessions() as session:
             return list(session.scalars(select(model)))
+
+
+@contextlib.contextmanager
+def worker_crew(
+    nodes: Sequence[str],
+    *,
+    broker_url: str,
+    database_url: str,
+    smtp_url: str,
+    root: Path,
+    concurrency: int = 2,
+    extra_settings: dict[str, str] | None = None,
+) -> Iterator[list[WorkerProcess]]:
+    """Several workers as on separate hosts: one broker, one database, one SMTP server, each
+    with its own node name (`-n name@host`) and workdir, all running and answering pings.
+
+    Only the first flushes Redis, before any of them starts: a flush once one is up would
+    remove the queue bindings it declared, and with them its control replies. They boot side
+    by side, each importing the application at once.
+    """
+    crew = [
+        WorkerProcess(
+            broker_url=broker_url,
+            database_url=database_url,
+            smtp_url=smtp_url,
+            workdir=root / node.replace("@", "-at-"),
+            concurrency=concurrency,
+            extra_settings=extra_settings,
+            flush=index == 0,
+            node=node,
+        )
+        for index, node in enumerate(nodes)
+    ]
+    try:
+        for worker in crew:
+            worker.launch()
+        for worker in crew:
+            worker.wait_ready()
+        yield crew
+    finally:
+        for worker in crew:
+            worker.close()
 
 
 def worker_fixture(
