@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         default="Clientflow <billing@clientflow.localhost>",
         description="The From header of every email.",
     )
+    reply_to: str = Field(
+        default="",
+        description="The Reply-To header of every email (e.g. support@...); empty: none, "
+        "replies go to mail_from.",
+    )
     company_name: str = Field(default="Clientflow Hosting", description="Signature in emails.")
     smtp_timeout: float = Field(default=30.0, description="Seconds per SMTP command.")
     email_max_retries: int = Field(

@@ -43,6 +43,7 @@ def deliver(self: Task[..., dict[str, int]], message_ids: list[str]) -> dict[str
             settings.mail_from,
             max_attempts=settings.email_max_retries + 1,
             critical=shield.uninterruptible,
+            reply_to=settings.reply_to or None,
         )
     except Exception as exc:
         retry_or_bury(self, {"message_ids": message_ids}, exc)
@@ -83,6 +84,7 @@ class AfterCommitDelivery:
                 settings.mail_from,
                 max_attempts=settings.email_max_retries + 1,
                 critical=shield.uninterruptible,
+                reply_to=settings.reply_to or None,
             )
         except Exception:
             # The event is applied; what was not recorded waits for its lease.

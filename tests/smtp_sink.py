@@ -56,6 +56,8 @@ class SmtpSink:
         self.temp_fail_data = 0
         self.unavailable_reply: str | None = None
         self.data_delay = 0.0
+        # What DATA carried when temp_fail_data refused it: a retry can be compared with it.
+        self.refused: list[Received] = []
         self._data_started = 0
         self._messages: list[Received] = []
         self._connections = 0
@@ -161,17 +163,17 @@ class SmtpSink:
             self._changed.notify_all()
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
+        received = Received(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=list(envelope.rcpt_tos),
+            data=envelope.original_content or b"",
+        )
         with self._changed:
             if self.temp_fail_data > 0:
                 self.temp_fail_data -= 1
+                self.refused.append(received)
                 return "451 4.3.0 Try again later"
-            self._messages.append(
-                Received(
-                    mail_from=envelope.mail_from or "",
-                    rcpt_tos=list(envelope.rcpt_tos),
-                    data=envelope.original_content or b"",
-                )
-            )
+            self._messages.append(received)
             self._changed.notify_all()
         return "250 OK"
 

@@ -304,3 +304,33 @@ def test_one_transport_keeps_its_connection_between_batches_and_drops_a_broken_o
     assert len(report.sent) == 1
     assert smtp.connections == 1  # counted since the restart: one new connection
     transport.close()
+
+
+def test_headers_say_automated_carry_reply_to_and_one_message_id_on_every_attempt(
+    apply: Apply,
+    publisher: Publisher,
+    session_factory: SessionFactory,
+    smtp: SmtpSink,
+) -> None:
+    apply("clients.add", payloads.client("C1", email="holder@example.com", send_welcome=False))
+    apply("notifications.send", payloads.notification("C1", "general"))
+    # The server takes the message and then reports a temporary failure: the message is
+    # delivered again, and the server must be able to tell it is the same one.
+    smtp.temp_fail_data = 1
+    ids = publisher.message_ids
+
+    def deliver() -> DeliveryReport:
+        return deliver_messages(
+            ids, session_factory, SmtpTransport(smtp.url), FROM, max_attempts=3,
+            reply_to="Support Désk <support@host.example>",
+        )  # fmt: skip
+
+    assert deliver().retry == ids
+    assert deliver().sent == ids
+
+    (received,) = smtp.wait_for(1)
+    message = received.message
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert message["Reply-To"] == "Support Désk <support@host.example>"
+    assert message["Message-ID"] == f"<{ids[0]}@host.example>"
+    assert [r.message["Message-ID"] for r in smtp.refused] == [message["Message-ID"]]

@@ -87,6 +87,7 @@ def deliver_messages(
     mail_from: str,
     max_attempts: int,
     critical: Callable[[], AbstractContextManager[None]] = nullcontext,
+    reply_to: str | None = None,
 ) -> DeliveryReport:
     """Send each still-queued message once, over one connection, recording every outcome.
 
@@ -101,7 +102,10 @@ def deliver_messages(
     with statement_at_a_time(session_factory)() as session:
         claimed, pending = _claim_next(session, list(dict.fromkeys(message_ids)))
         if claimed:
-            _send(session, transport, claimed, pending, mail_from, max_attempts, critical, report)
+            _send(
+                session, transport, claimed, pending, (mail_from, reply_to), max_attempts,
+                critical, report,
+            )  # fmt: skip
     return report
 
 
@@ -112,13 +116,17 @@ def deliver_claimed(
     mail_from: str,
     max_attempts: int,
     critical: Callable[[], AbstractContextManager[None]] = nullcontext,
+    reply_to: str | None = None,
 ) -> DeliveryReport:
     """Send messages already claimed for this process (EmailQueue.claim, committed with their
     event), recording every outcome."""
     report = DeliveryReport()
     with statement_at_a_time(session_factory)() as session:
         claimed = [session.merge(message, load=False) for message in messages]
-        _send(session, transport, claimed, [], mail_from, max_attempts, critical, report)
+        _send(
+            session, transport, claimed, [], (mail_from, reply_to), max_attempts, critical,
+            report,
+        )  # fmt: skip
     return report
 
 
@@ -127,7 +135,7 @@ def _send(
     transport: MailTransport,
     claimed: list[EmailMessage],
     pending: list[str],
-    mail_from: str,
+    sender: tuple[str, str | None],  # From, Reply-To
     max_attempts: int,
     critical: Callable[[], AbstractContextManager[None]],
     report: DeliveryReport,
@@ -139,7 +147,7 @@ def _send(
                 message = claimed.pop(0)
                 with critical():
                     try:
-                        connection.send(compose(message, mail_from))
+                        connection.send(compose(message, *sender))
                     except (smtplib.SMTPException, OSError, *COMPOSE_ERRORS) as exc:
                         # One message's failure; the rest of the batch still goes out
                         # unless the connection itself is gone.

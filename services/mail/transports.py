@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from email.message import EmailMessage as MimeMessage
+from email.message import Message as MimeMessage
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Protocol
