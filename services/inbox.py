@@ -19,12 +19,15 @@ from models.records import ProcessedEvent
 def claim_event(session: Session, event_id: str, task_name: str, digest: str) -> bool:
     """True when this transaction recorded the event; False when the inbox already had it."""
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    # On the table, not the mapped class: a plain Core statement skips the ORM's bulk-insert
+    # machinery, which costs more Python than the statement itself.
+    table = ProcessedEvent.__table__
     statement = (
-        dialect.insert(ProcessedEvent)
+        dialect.insert(table)
         .values(
             event_id=event_id, task_name=task_name, payload_sha256=digest, processed_at=utcnow()
         )
-        .on_conflict_do_nothing(index_elements=[ProcessedEvent.event_id])
-        .returning(ProcessedEvent.event_id)
+        .on_conflict_do_nothing(index_elements=[table.c.event_id])
+        .returning(table.c.event_id)
     )
-    return session.execute(statement).first() is not None
+    return session.connection().execute(statement).first() is not None

@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import cast
 
-from sqlalchemy import update
+from sqlalchemy import Table, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -20,6 +21,7 @@ from services.mail.compose import compose
 from services.mail.transports import MailTransport
 
 RECORD_SENT_ATTEMPTS = 5
+_EMAILS = cast(Table, EmailMessage.__table__)
 # What composing or flattening a message raises for content the email package refuses (a
 # linefeed in a header, an address it cannot encode). Named, not Exception: a time limit or
 # a bug must not be taken for bad content and fail a message for good.
@@ -205,9 +207,10 @@ def _record_sent(session: Session, message: EmailMessage, report: DeliveryReport
     """
     for attempt in range(RECORD_SENT_ATTEMPTS):
         try:
-            session.execute(
-                update(EmailMessage)
-                .where(EmailMessage.id == message.id)
+            # Core, on the table: the ORM's bulk-update path costs more than the statement.
+            session.connection().execute(
+                update(_EMAILS)
+                .where(_EMAILS.c.id == message.id)
                 .values(status=EmailStatus.SENT, sent_at=utcnow(), last_error=None)
             )
             session.commit()
