@@ -6,7 +6,13 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from models.clients import Client
-from models.contracts import AddClient, SetBillingContact, SetClientStatus, UpdateClient
+from models.contracts import (
+    ENVELOPE_FIELDS,
+    AddClient,
+    SetBillingContact,
+    SetClientStatus,
+    UpdateClient,
+)
 from services.actors import authorize
 from services.audit import diff, record_change
 from services.context import HandlerContext
@@ -15,7 +21,8 @@ from services.routing import holder_of
 from services.waiting import release_waiting
 
 WELCOME_TEMPLATE = "client_signup"
-_ENVELOPE = {"event_id", "actor", "client_id", "send_welcome", "status"}
+# Not columns copied from the event: the envelope, and what add_client handles itself.
+_ENVELOPE = {*ENVELOPE_FIELDS, "send_welcome", "status"}
 
 
 def ensure_email_free(session: Session, email: str, except_client: str | None = None) -> None:

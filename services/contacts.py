@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from models.clients import Contact
-from models.contracts import AddContact, DeleteContact, UpdateContact
+from models.contracts import ENVELOPE_FIELDS, AddContact, DeleteContact, UpdateContact
 from services.actors import authorize
 from services.audit import diff, record_change
 from services.context import HandlerContext, contact_key
 from services.errors import Conflict
 from services.waiting import release_waiting
 
-_ENVELOPE = {"event_id", "actor", "client_id", "contact_id"}
+_ENVELOPE = {*ENVELOPE_FIELDS, "contact_id"}
 
 
 def add_contact(ctx: HandlerContext, event: AddContact) -> None:

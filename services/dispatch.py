@@ -28,6 +28,7 @@ from models.contracts import (
     UpdateContact,
     UpsertInvoice,
     UpsertService,
+    newer_version_problem,
 )
 from models.emails import EmailMessage
 from models.records import ProcessedEvent
@@ -99,6 +100,11 @@ def parse_event(task_name: str, payload: dict[str, Any]) -> Event:
     model = EVENTS.get(task_name)
     if model is None:
         raise Rejected(f"unknown event {task_name!r}")
+    # Checked before the contract: a newer event may carry fields this worker has never heard
+    # of, and the reason to give is the version, not a list of "extra inputs" it explains.
+    version_problem = newer_version_problem(payload.get("contract_version"))
+    if version_problem is not None:
+        raise Rejected(version_problem)
     try:
         return model.model_validate(payload)
     except ValidationError as exc:

@@ -211,6 +211,64 @@ def test_a_task_message_with_spoilt_celery_headers_is_recorded_and_acknowledged(
     assert "Connection to broker lost" not in worker.log_text()
 
 
+def protocol_1_body(event: Any, **options: Any) -> dict[str, Any]:
+    """A Celery protocol 1 body: the task, its id, its arguments and its options together
+    (the headers are empty)."""
+    return {"task": "clients.add", "id": str(uuid.uuid4()), "args": [], "kwargs": event,
+            **options}  # fmt: skip
+
+
+def immutable(task: str, **kwargs: Any) -> dict[str, Any]:
+    """A Celery signature as JSON: the task runs after its parent, with these kwargs only."""
+    return {"task": task, "args": [], "kwargs": kwargs, "options": {}, "subtask_type": None,
+            "immutable": True}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("options", "why"),
+    [
+        # Read when the task leaves for the pool: this stopped the worker ("Unrecoverable
+        # error") until protocol 1 bodies got the checks protocol 2 headers get.
+        ({"timelimit": ["x", "y"]}, "protocol 1 body field 'timelimit' must be [soft, hard]"),
+        # A hard time limit of -5 s: the pool process running it was killed.
+        ({"timelimit": [-5, None]}, "protocol 1 body field 'timelimit' must be [soft, hard]"),
+        # Ran after the task: a second event nobody published.
+        (
+            {"callbacks": [immutable("clients.close", event_id="cb", client_id="X1")]},
+            "clientflow's tasks take no callbacks, chains or chords (protocol 1 body has "
+            "['callbacks'])",
+        ),
+        ({"kwargs": ["X1"]}, "protocol 1 body needs 'args' as a list and 'kwargs' as an object"),
+    ],
+    ids=repr,
+)
+def test_a_protocol_1_message_with_spoilt_options_is_recorded_and_the_next_one_runs(
+    worker: WorkerProcess, smtp: SmtpSink, options: dict[str, Any], why: str
+) -> None:
+    pid = worker.pid
+    body = protocol_1_body(payloads.client("X1", event_id="spoilt"), **options)
+    worker.redis.lpush("events", kombu_envelope(json.dumps(body).encode(), {}))
+    # Protocol 1 is accepted: a well-formed message behind the bad one is applied.
+    good = payloads.client("G1")
+    worker.redis.lpush("events", kombu_envelope(json.dumps(protocol_1_body(good)).encode(), {}))
+
+    worker.wait_applied(good["event_id"])
+    (row,) = worker.wait_rejected(1)
+    assert row.reason.startswith(why), row.reason
+    assert row.task_name == "clients.add"
+    # Found under the event's id where the body has one, else under the task id.
+    assert row.event_id == ("spoilt" if isinstance(body["kwargs"], dict) else body["id"])
+    assert smtp.wait_for(1)[0].rcpt_tos == ["g1@example.com"]
+    worker.wait_idle()
+    assert worker.redis.hlen(UNACKED_KEY) == 0
+    with worker.sessions() as session:
+        assert session.get(Client, "X1") is None
+    assert worker.pid == pid
+    assert worker.alive
+    assert "Unrecoverable error" not in worker.log_text()
+    assert "exited with 'signal 9" not in worker.log_text()
+
+
 def test_deep_nesting_is_refused_and_the_worker_keeps_going(
     worker: WorkerProcess, smtp: SmtpSink
 ) -> None:

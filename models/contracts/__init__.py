@@ -12,9 +12,10 @@ from models.contracts.clients import (
     SetClientStatus,
     UpdateClient,
 )
-from models.contracts.common import Actor, Category, Event
+from models.contracts.common import ENVELOPE_FIELDS, Actor, Category, Event
 from models.contracts.contacts import AddContact, DeleteContact, UpdateContact
 from models.contracts.notifications import SendNotification
+from models.contracts.version import CONTRACT_VERSION, newer_version_problem
 
 EVENTS: dict[str, type[Event]] = {
     "clients.add": AddClient,
@@ -38,6 +39,8 @@ def json_schemas() -> dict[str, Any]:
 
 
 __all__ = [
+    "CONTRACT_VERSION",
+    "ENVELOPE_FIELDS",
     "EVENTS",
     "Actor",
     "AddClient",
@@ -56,4 +59,5 @@ __all__ = [
     "UpsertInvoice",
     "UpsertService",
     "json_schemas",
+    "newer_version_problem",
 ]

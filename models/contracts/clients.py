@@ -6,6 +6,7 @@ from pydantic import Field, model_validator
 
 from models.clients import ClientStatus
 from models.contracts.common import (
+    ENVELOPE_FIELDS,
     Address,
     Company,
     Country,
@@ -90,8 +91,11 @@ class UpdateClient(Event):
         return self
 
     def changed_fields(self) -> dict[str, object]:
-        envelope = {"event_id", "actor", "client_id"}
-        return {name: getattr(self, name) for name in self.model_fields_set if name not in envelope}
+        return {
+            name: getattr(self, name)
+            for name in self.model_fields_set
+            if name not in ENVELOPE_FIELDS
+        }
 
 
 class SetClientStatus(Event):

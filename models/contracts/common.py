@@ -16,9 +16,12 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    Strict,
     StringConstraints,
     model_validator,
 )
+
+from models.contracts.version import newer_version_problem
 
 # C0/C1 control characters and the Unicode line and paragraph separators: any of them in a
 # value that reaches a header would let a publisher inject headers, and Python's email package
@@ -146,6 +149,18 @@ Email = Annotated[
     EmailStr, StringConstraints(max_length=254), AfterValidator(sendable_address)
 ]
 Date = Annotated[dt.date, AfterValidator(_bounded_date)]
+
+
+def _known_version(value: int) -> int:
+    problem = newer_version_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+# Strict: a version is a JSON integer, never "2", 2.0 or true.
+ContractVersion = Annotated[int, Strict(), Field(ge=1), AfterValidator(_known_version)]
+
 # Invoices the run generates are named "auto:<service id>:<yyyymmdd>" (see models/billing.py).
 InvoiceId = Annotated[
     str, StringConstraints(min_length=1, max_length=96, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -183,10 +198,22 @@ class Actor(Contract):
         return self
 
 
+# The fields every event carries. Handlers leave them out when they copy an event's fields
+# onto a record, so a new envelope field is named here once, not in every handler.
+ENVELOPE_FIELDS = frozenset({"event_id", "actor", "client_id", "contract_version"})
+
+
 class Event(Contract):
     event_id: EventId = Field(description="The publisher's idempotency key for this event.")
     actor: Actor = Field(default_factory=Actor, description="Who asked; default system.")
     client_id: Id = Field(description="The client the event is about.")
+    contract_version: ContractVersion | None = Field(
+        default=None,
+        description=(
+            "The contract version the event was written against (optional). A worker refuses "
+            "an event newer than the version it knows; older or equal ones are taken as they are."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import model_validator
 
 from models.contracts.common import (
+    ENVELOPE_FIELDS,
     Address,
     Company,
     Country,
@@ -69,7 +70,7 @@ class UpdateContact(Event):
         return self
 
     def changed_fields(self) -> dict[str, object]:
-        envelope = {"event_id", "actor", "client_id", "contact_id"}
+        envelope = ENVELOPE_FIELDS | {"contact_id"}
         return {name: getattr(self, name) for name in self.model_fields_set if name not in envelope}
 
 

@@ -17,7 +17,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import format_datetime, formataddr, parseaddr
 
-from models.contracts.common import sendable_address
+from models.contracts.common import CONTROL_CHARACTERS, sendable_address
 from models.emails import EmailMessage
 
 # UTF-8 bodies as quoted-printable: readable in the raw message, and lines stay under 78.
@@ -25,14 +25,24 @@ _BODY_CHARSET = Charset("utf-8")
 _BODY_CHARSET.body_encoding = QP
 
 
-def _header_text(value: str) -> str | Header:
+def _checked(name: str, value: str) -> str:
+    """compat32 writes a header value as it is given, line breaks included, so a value with
+    one would add headers of its own (rows logged before the contracts refused them may
+    hold one): refused here, and the message fails as one that cannot be composed."""
+    if CONTROL_CHARACTERS.search(value):
+        raise ValueError(f"the {name} header would contain a line break or control character")
+    return value
+
+
+def _header_text(name: str, value: str) -> str | Header:
     """ASCII as it is; anything else as RFC 2047 encoded words."""
+    _checked(name, value)
     return value if value.isascii() else Header(value, "utf-8")
 
 
-def _address_header(value: str) -> str:
-    """A configured address ("Name <addr>" or "addr"), its name encoded if not ASCII."""
-    name, address = parseaddr(value)
+def _address_header(header: str, value: str) -> str:
+    """An address ("Name <addr>" or "addr"), its name encoded if not ASCII."""
+    name, address = parseaddr(_checked(header, value))
     return formataddr((name, address), charset="utf-8") if name else value
 
 
@@ -45,24 +55,25 @@ def message_id(message: EmailMessage, mail_from: str) -> str:
 
 def compose(message: EmailMessage, mail_from: str, reply_to: str | None = None) -> Message:
     mime = MIMEMultipart("alternative")
-    mime["From"] = _address_header(mail_from)
+    mime["From"] = _address_header("From", mail_from)
     # Rows logged before addresses were stored in their ASCII form may hold a Unicode domain,
     # which the SMTP encoder refuses; the ASCII form reaches the same mailbox.
     mime["To"] = formataddr(
-        (message.to_name, sendable_address(message.to_address)), charset="utf-8"
+        (_checked("To", message.to_name), sendable_address(message.to_address)),
+        charset="utf-8",
     )
     if reply_to:
-        mime["Reply-To"] = _address_header(reply_to)
+        mime["Reply-To"] = _address_header("Reply-To", reply_to)
     # compat32 messages take Header objects for values; the stubs only know str.
-    mime["Subject"] = _header_text(message.subject)  # type: ignore[assignment]
+    mime["Subject"] = _header_text("Subject", message.subject)  # type: ignore[assignment]
     mime["Date"] = format_datetime(message.created_at)
     mime["Message-ID"] = message_id(message, mail_from)
     # RFC 3834: sent by a program, so vacation responders and the like do not answer it.
     mime["Auto-Submitted"] = "auto-generated"
     # Lets a receiving system (and our tests) see that two deliveries are the same email.
     mime["X-Clientflow-Idempotency-Key"] = message.idempotency_key
-    mime["X-Clientflow-Event-Id"] = _header_text(message.event_id)  # type: ignore[assignment]
-    mime["X-Clientflow-Template"] = message.template
+    mime["X-Clientflow-Event-Id"] = _header_text("X-Clientflow-Event-Id", message.event_id)  # type: ignore[assignment]
+    mime["X-Clientflow-Template"] = _checked("X-Clientflow-Template", message.template)
     mime.attach(_text_part(message.body_text, "plain"))
     mime.attach(_text_part(message.body_html, "html"))
     return mime

@@ -30,7 +30,8 @@ MAX_BODY_BYTES = 65_536
 # needs (a notification's context may nest 16 levels; the contract says so with a reason),
 # far below where JSON decoding and pickling to the pool recurse to death.
 MAX_BODY_DEPTH = 64
-# What a protocol 2 embed may carry that makes Celery run more after the task.
+# What a protocol 2 embed (or a protocol 1 body) may carry that makes Celery run more after
+# the task.
 WORKFLOW_KEYS = ("callbacks", "errbacks", "chain", "chord")
 
 
@@ -47,15 +48,33 @@ def _headers(message: Any) -> dict[str, Any]:
     return headers if isinstance(headers, dict) else {}
 
 
-def _event_id(message: Any, headers: dict[str, Any]) -> Any:
-    """The event's own id where the body can be read (kombu caches the decoded body), so ops
-    and publishers find the refusal under the id they published; else the task id."""
+def _decoded(message: Any) -> Any:
+    """The body as Celery will read it (kombu caches it), or None where it cannot be decoded."""
     try:
-        payload = message.decode()
+        return message.decode()
     except Exception:
-        payload = None
-    kwargs = payload[1] if isinstance(payload, list | tuple) and len(payload) > 1 else None
-    return event_id_of(kwargs) or headers.get("id")
+        return None
+
+
+def _event_id(message: Any, headers: dict[str, Any]) -> Any:
+    """The event's own id where the body can be read, so ops and publishers find the refusal
+    under the id they published; else the task id."""
+    payload = _decoded(message)
+    if isinstance(payload, dict):  # protocol 1: task, id, args and kwargs all in the body
+        kwargs, body_id = payload.get("kwargs"), payload.get("id")
+    else:
+        kwargs = payload[1] if isinstance(payload, list | tuple) and len(payload) > 1 else None
+        body_id = None
+    return event_id_of(kwargs) or headers.get("id") or body_id
+
+
+def _task_name(message: Any) -> str:
+    """The task a message names: in its headers (protocol 2) or its body (protocol 1)."""
+    name = _headers(message).get("task")
+    if name is None:
+        payload = _decoded(message)
+        name = payload.get("task") if isinstance(payload, dict) else None
+    return str(name or "<invalid>")
 
 
 def _record(task_name: str, message: Any, reason: str) -> None:
@@ -102,28 +121,57 @@ def _seconds(value: Any) -> bool:
     )
 
 
-def header_problem(headers: dict[str, Any]) -> str | None:
+def header_problem(headers: dict[str, Any], where: str = "header") -> str | None:
     """Why Celery's own headers cannot be used, or None.
 
     Celery reads some of them only when the task leaves for the pool, which under load happens
     later, from the pool's semaphore, outside any handler: a bad `timelimit` there stopped the
-    worker ("Unrecoverable error"), so they are checked before the message is taken.
+    worker ("Unrecoverable error"), so they are checked before the message is taken. `where`
+    names what carries them in the reason: the headers, or a protocol 1 body.
     """
     if "task" not in headers:
         return None  # protocol 1, or not a task message: Celery's own checks say which
     task_id = headers.get("id")
     if not isinstance(task_id, str) or not task_id:
-        return "header 'id' must be a non-empty string (the task id)"
+        return f"{where} 'id' must be a non-empty string (the task id)"
     limits = headers.get("timelimit")
     if limits is not None and not (
         isinstance(limits, list | tuple) and len(limits) == 2 and all(map(_seconds, limits))
     ):
-        return "header 'timelimit' must be [soft, hard] in seconds (each a number or null)"
+        return f"{where} 'timelimit' must be [soft, hard] in seconds (each a number or null)"
     retries = headers.get("retries")
     if retries is not None and (
         not isinstance(retries, int) or isinstance(retries, bool) or retries < 0
     ):
-        return "header 'retries' must be a whole number of at least 0"
+        return f"{where} 'retries' must be a whole number of at least 0"
+    return None
+
+
+def protocol_1_problem(payload: Any) -> str | None:
+    """Why a protocol 1 message cannot be run, or None.
+
+    Protocol 1 carries the task, its id, args, kwargs and Celery's options (timelimit,
+    callbacks, ...) in the body, and Celery turns that body into the headers of protocol 2: a
+    bad `timelimit` there stopped the worker just as one in the headers did, and callbacks ran
+    after the task. The body gets the checks protocol 2's headers and embed get.
+    """
+    if not isinstance(payload, dict) or "task" not in payload:
+        return None  # not a task message: Celery's own check records it (on_unknown_message)
+    problem = header_problem(payload, where="protocol 1 body field")
+    if problem is not None:
+        return problem
+    if not isinstance(payload.get("args", []), list) or not isinstance(
+        payload.get("kwargs", {}), dict
+    ):
+        return "protocol 1 body needs 'args' as a list and 'kwargs' as an object"
+    return _workflow_problem(payload, "protocol 1 body")
+
+
+def _workflow_problem(options: dict[str, Any], where: str) -> str | None:
+    workflow = sorted(k for k in WORKFLOW_KEYS if options.get(k))
+    if workflow:
+        # Celery acts on these in the pool after the task has run; nothing upstream needs them.
+        return f"clientflow's tasks take no callbacks, chains or chords ({where} has {workflow})"
     return None
 
 
@@ -137,7 +185,7 @@ def body_problem(message: Any) -> str | None:
     if depth > MAX_BODY_DEPTH:
         return f"body nests {depth} levels deep; the limit is {MAX_BODY_DEPTH}"
     if "task" not in _headers(message):
-        return None  # protocol 1: Celery reads task, args and kwargs from the body itself
+        return protocol_1_problem(payload)
     shape_ok = (
         isinstance(payload, list | tuple)
         and len(payload) == 3
@@ -147,11 +195,7 @@ def body_problem(message: Any) -> str | None:
     )
     if not shape_ok:
         return "body is not [args, kwargs, embed] (Celery message protocol 2)"
-    workflow = sorted(k for k in WORKFLOW_KEYS if (payload[2] or {}).get(k))
-    if workflow:
-        # Celery acts on these in the pool after the task has run; nothing upstream needs them.
-        return f"clientflow's tasks take no callbacks, chains or chords (embed has {workflow})"
-    return None
+    return _workflow_problem(payload[2] or {}, "embed")
 
 
 class RecordingConsumer(Consumer):
@@ -163,7 +207,7 @@ class RecordingConsumer(Consumer):
         handle = super().create_task_handler(promise)
 
         def on_task_received(message: Any) -> Any:
-            name = str(_headers(message).get("task") or "<invalid>")
+            name = _task_name(message)
             try:
                 problem = body_problem(message)
                 if problem is None:
@@ -199,7 +243,7 @@ class RecordingConsumer(Consumer):
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
         headers = _headers(message)
-        name = str(headers.get("task") or "<unknown>")
+        name = _task_name(message)
         _record(name, message, f"unknown task {name!r}: no such event")
         message.reject_log_error(log, self.connection_errors)
         if self.event_dispatcher and "id" in headers:
@@ -208,6 +252,5 @@ class RecordingConsumer(Consumer):
             )
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
-        name = str(_headers(message).get("task") or "<invalid>")
-        _record(name, message, f"message is not a valid task message: {exc}")
+        _record(_task_name(message), message, f"message is not a valid task message: {exc}")
         message.reject_log_error(log, self.connection_errors)

@@ -1,0 +1,57 @@
+"""services.mail.compose: what the MIME message says, and what it refuses to write."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from models.emails import EmailMessage, EmailStatus
+from services.mail.compose import compose
+
+
+def row(**fields: Any) -> EmailMessage:
+    values: dict[str, Any] = {
+        "id": "m-1", "idempotency_key": "k" * 64, "event_id": "E-1", "client_id": "C1",
+        "template": "client_signup", "category": "general", "to_address": "ada@example.com",
+        "to_name": "Ada Lovelace", "subject": "Welcome", "body_text": "Hi",
+        "body_html": "<p>Hi</p>", "status": EmailStatus.QUEUED, "attempts": 0,
+        "created_at": datetime(2026, 11, 29, 12, 0, tzinfo=UTC),
+    }  # fmt: skip
+    return EmailMessage(**{**values, **fields})
+
+
+def parsed(message: EmailMessage, mail_from: str = "Billing <billing@host.example>") -> Any:
+    return email.message_from_bytes(
+        compose(message, mail_from).as_bytes(), policy=email.policy.default
+    )
+
+
+def test_non_ascii_names_subjects_and_bodies_read_back_as_written() -> None:
+    message = parsed(
+        row(to_name="Zoë Ångström", subject="Facture £1 200,00 — échéance " + "x" * 90,
+            body_text="Merci, Zoë\n" + "ligne " * 40, body_html="<p>Merci, Zoë</p>"),
+        "Société Générale <billing@host.example>",
+    )  # fmt: skip
+    assert message["To"] == "Zoë Ångström <ada@example.com>"
+    assert message["From"] == "Société Générale <billing@host.example>"
+    assert message["Subject"] == "Facture £1 200,00 — échéance " + "x" * 90
+    assert message.get_body(("plain",)).get_content() == "Merci, Zoë\n" + "ligne " * 40
+    assert message.get_body(("html",)).get_content() == "<p>Merci, Zoë</p>"
+
+
+@pytest.mark.parametrize("field", ["subject", "to_name", "template", "event_id"])
+@pytest.mark.parametrize("breaker", ["\r\nBcc: x@example.org", "\nBcc: x@example.org", "\u2028"])
+def test_a_value_with_a_line_break_is_refused_not_written_as_a_header(
+    field: str, breaker: str
+) -> None:
+    with pytest.raises(ValueError, match="line break or control character"):
+        compose(row(**{field: "Hello" + breaker}), "billing@host.example")
+
+
+def test_a_configured_sender_with_a_line_break_is_refused() -> None:
+    with pytest.raises(ValueError, match="From header"):
+        compose(row(), "billing@host.example\r\nBcc: x@example.org")
