@@ -30,7 +30,12 @@ _REJECTED = cast(Table, RejectedEvent.__table__)
 def lock_key(session: Session, waiting_for: str) -> None:
     """Held to the end of the transaction. SQLite needs none: it has one writer at a time."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(func.hashtext(waiting_for))))
+        # On the connection, not the session: no autoflush of the handler's pending rows
+        # first (they are flushed with the rest at the commit, and the lock does not need
+        # them written: it is held until that commit).
+        session.connection().execute(
+            select(func.pg_advisory_xact_lock(func.hashtext(waiting_for)))
+        )
 
 
 _AWAITED: dict[str, type[Client] | type[Contact] | type[Invoice]] = {
