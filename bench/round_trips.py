@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/round_trips.py [--events 200] [--admin-url postgresql://...]
 
-Applies `clients.add` events (with the welcome email) through services.dispatch in this
-process, as a pool process does, on a throwaway PostgreSQL database, and sends each event's
+Applies `clients.add` events (with the welcome email), or `notifications.send` to a client with
+10 contacts ticked, through services.dispatch in this process, as a pool process does, on a throwaway PostgreSQL database, and sends each event's
 email right after its commit the way tasks.emails does (to .eml files: the SMTP side is not
 what is counted). Every trip to the server is counted where SQLAlchemy makes it: statements,
 the BEGIN psycopg sends before a transaction's first statement, commits, and the ping of each
@@ -34,7 +34,7 @@ import payloads  # noqa: E402
 from servers import create_database, drop_database  # noqa: E402
 
 from models.engine import make_engine  # noqa: E402
-from services.db import make_session_factory  # noqa: E402
+from services.db import SessionFactory, make_session_factory  # noqa: E402
 from services.dispatch import process_event  # noqa: E402
 from services.mail.delivery import deliver_claimed  # noqa: E402
 from services.mail.transports import FileTransport  # noqa: E402
@@ -72,12 +72,48 @@ class Trips:
             self.counts["pings"] += 1
 
 
+def apply(factory: SessionFactory, transport: FileTransport, task: str, payload: Any) -> None:
+    """One event as a pool process applies it, its emails sent right after its commit."""
+
+    class SendNow:
+        def ready(self) -> bool:
+            return True
+
+        def __call__(self, messages: list[Any]) -> None:
+            deliver_claimed(messages, factory, transport, "billing@example.com", 3)
+
+    result = process_event(
+        task, payload, session_factory=factory, publish=lambda *_a, **_k: None,
+        company_name="Example Hosting", deliver_now=SendNow(),
+    )  # fmt: skip
+    assert result.outcome.value == "applied", result
+
+
+def workload(kind: str, events: int) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]], int]:
+    """(set-up events, measured events, emails per measured event)."""
+    if kind == "clients.add":
+        adds = [
+            ("clients.add", payloads.client(f"RT{n}", email=f"rt{n}@example.com"))
+            for n in range(events)
+        ]
+        return [], adds, 1
+    # notifications.send to a client with 10 contacts ticked for the category (+ the holder),
+    # as bench/run.py's notifications phase.
+    setup: list[tuple[str, Any]] = [("clients.add", payloads.client("N1", send_welcome=False))]
+    setup += [("contacts.add", payloads.contact(f"K{n}", "N1", "general")) for n in range(10)]
+    sends = [("notifications.send", payloads.notification("N1", "general")) for _ in range(events)]
+    return setup, sends, 11
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--event", choices=["clients.add", "notifications.send"],
+                        default="clients.add")  # fmt: skip
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--show", action="store_true", help="print the statements of one")
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
+    setup, measured, emails_each = workload(args.event, args.events)
     name = f"clientflow_trips_{uuid.uuid4().hex[:8]}"
     url = create_database(args.admin_url, name)
     try:
@@ -86,37 +122,25 @@ def main() -> None:
         factory = make_session_factory(engine)
         with tempfile.TemporaryDirectory() as mail_dir:
             transport = FileTransport(Path(mail_dir))
+            for task, payload in setup:
+                apply(factory, transport, task, payload)
             trips = Trips(engine)
-
-            class SendNow:
-                def ready(self) -> bool:
-                    return True
-
-                def __call__(self, messages: list[Any]) -> None:
-                    deliver_claimed(messages, factory, transport, "billing@example.com", 3)
-
             cpu_started = time.process_time()
-            for number in range(args.events):
+            for number, (task, payload) in enumerate(measured):
                 trips.show = args.show and number == 1
-                result = process_event(
-                    "clients.add",
-                    payloads.client(f"RT{number}", email=f"rt{number}@example.com"),
-                    session_factory=factory,
-                    publish=lambda *_a, **_k: None,
-                    company_name="Example Hosting",
-                    deliver_now=SendNow(),
-                )
-                assert result.outcome.value == "applied", result
+                apply(factory, transport, task, payload)
             cpu_ms = 1000 * (time.process_time() - cpu_started) / args.events
         engine.dispose()
     finally:
         drop_database(args.admin_url, name)
     total = sum(trips.counts.values())
-    print(f"clients.add + welcome, {args.events} events, round trips per event:")
+    print(f"{args.event}, {args.events} events, {emails_each} email(s) each; round trips:")
+    print(f"  {'':<11} {'per event':>9} {'per email':>9}")
     for kind in ("pings", "BEGIN", "statements", "COMMIT"):
-        print(f"  {kind:<11} {trips.counts[kind] / args.events:5.2f}")
-    print(f"  {'total':<11} {total / args.events:5.2f}")
-    print(f"CPU of this process per event: {cpu_ms:.2f} ms (render, compose, SQLAlchemy, psycopg)")
+        each = trips.counts[kind] / args.events
+        print(f"  {kind:<11} {each:9.2f} {each / emails_each:9.2f}")
+    print(f"  {'total':<11} {total / args.events:9.2f} {total / args.events / emails_each:9.2f}")
+    print(f"CPU of this process per event: {cpu_ms:.2f} ms, per email {cpu_ms / emails_each:.2f}")
 
 
 if __name__ == "__main__":

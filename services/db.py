@@ -17,6 +17,9 @@ def make_session_factory(engine: Engine) -> SessionFactory:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+_STATEMENT_AT_A_TIME = "statement_at_a_time"
+
+
 # One per factory (a process has one): made once, as each would hold its own engine proxy.
 @functools.cache
 def statement_at_a_time(session_factory: SessionFactory) -> SessionFactory:
@@ -29,8 +32,21 @@ def statement_at_a_time(session_factory: SessionFactory) -> SessionFactory:
     if not isinstance(engine, Engine) or engine.dialect.name != "postgresql":
         return session_factory
     return sessionmaker(
-        engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        engine.execution_options(isolation_level="AUTOCOMMIT"),
+        expire_on_commit=False,
+        info={_STATEMENT_AT_A_TIME: True},
     )
+
+
+def done(session: Session) -> None:
+    """Make what the session did so far durable: a commit, or on a statement-at-a-time
+    session a flush of pending ORM changes (each statement commits itself). Not committing
+    there keeps the connection checked out: handed back, the next statement would check it
+    out again and the pool would ping it first, a round trip per email."""
+    if session.info.get(_STATEMENT_AT_A_TIME):
+        session.flush()
+    else:
+        session.commit()
 
 
 class UnitOfWork:

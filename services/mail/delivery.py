@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from models.base import utcnow
 from models.emails import EmailMessage, EmailStatus
-from services.db import SessionFactory, statement_at_a_time
+from services.db import SessionFactory, done, statement_at_a_time
 from services.mail.compose import compose
 from services.mail.transports import MailTransport
 
@@ -194,7 +194,7 @@ def _claim_many(session: Session, message_ids: list[str]) -> list[EmailMessage]:
         .returning(EmailMessage),
         execution_options={"populate_existing": True},
     ).all()
-    session.commit()
+    done(session)
     by_id = {message.id: message for message in rows}
     return [by_id[message_id] for message_id in message_ids if message_id in by_id]
 
@@ -213,7 +213,7 @@ def _record_sent(session: Session, message: EmailMessage, report: DeliveryReport
                 .where(_EMAILS.c.id == message.id)
                 .values(status=EmailStatus.SENT, sent_at=utcnow(), last_error=None)
             )
-            session.commit()
+            done(session)
             break
         except DBAPIError as exc:
             session.rollback()
@@ -248,4 +248,4 @@ def _record_failure(
         message.status = EmailStatus.QUEUED
         message.last_error = reply
         report.retry.append(message.id)
-    session.commit()
+    done(session)
