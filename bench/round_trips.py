@@ -1,15 +1,15 @@
 """Database round trips per event on the hot path, counted, not timed.
 
-    .venv/bin/python bench/round_trips.py [--events 200] [--admin-url postgresql://...]
+    .venv/bin/python bench/round_trips.py [--event notifications.send] [--events 200] [--show]
 
-Applies `clients.add` events (with the welcome email), or `notifications.send` to a client with
-10 contacts ticked, through services.dispatch in this process, as a pool process does, on a throwaway PostgreSQL database, and sends each event's
-email right after its commit the way tasks.emails does (to .eml files: the SMTP side is not
-what is counted). Every trip to the server is counted where SQLAlchemy makes it: statements,
-the BEGIN psycopg sends before a transaction's first statement, commits, and the ping of each
-pool checkout (pool_pre_ping). The worker's CPU is mostly Python around these trips (a
-profile of the clients.add phase of bench/run.py shows it), so their number is the figure to
-bring down.
+Applies `clients.add` events (with the welcome email), or `notifications.send` to a client
+with 10 contacts ticked, through services.dispatch in this process, as a pool process does, on
+a throwaway PostgreSQL database, and sends each event's emails right after its commit the way
+tasks.emails does (to .eml files: the SMTP side is not what is counted). Every trip to the
+server is counted where SQLAlchemy makes it: statements, the BEGIN psycopg sends before a
+transaction's first statement, commits, and the ping of each pool checkout (pool_pre_ping).
+The worker's CPU is mostly Python around these trips (a profile of the clients.add phase of
+bench/run.py shows it), so their number is the figure to bring down.
 """
 
 from __future__ import annotations

@@ -129,6 +129,19 @@ class Settings(BaseSettings):
         "(its worker died) and requeued by the relay.",
     )
 
+    task_soft_time_limit: float = Field(
+        default=240.0,
+        ge=0,
+        description="Seconds a task may run before it is interrupted and retried "
+        "(SoftTimeLimitExceeded); 0 for none. Not inside an SMTP acceptance's recording.",
+    )
+    task_time_limit: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds after which a task's pool process is killed and the task recorded "
+        "as a dead letter; 0 for none. Above task_soft_time_limit, at most sending_lease_seconds.",
+    )
+
     invoice_run_cron: str = Field(
         default="0 6 * * *",
         description="When beat starts the invoice run: a crontab line "
@@ -203,6 +216,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 "email_redeliver_after_seconds must exceed redis_visibility_timeout, or every "
                 "email held by a dead worker is staged again before Redis hands it back"
+            )
+        if self.task_time_limit and self.task_soft_time_limit >= self.task_time_limit:
+            raise ValueError(
+                "task_soft_time_limit must be below task_time_limit, or the task is killed "
+                "before it is asked to stop"
+            )
+        if self.task_time_limit > self.sending_lease_seconds:
+            raise ValueError(
+                "task_time_limit must be at most sending_lease_seconds, or a running delivery's "
+                "claimed emails could be requeued and sent by a second worker meanwhile"
             )
         window = self.processed_events_keep_days * 86400
         if window and window <= self.redis_visibility_timeout:

@@ -13,6 +13,7 @@ from services.mail.delivery import deliver_claimed, deliver_messages
 from services.mail.pause import Pause
 from services.outbox import DELIVER_TASK
 from tasks import runtime, shield
+from tasks.base import ClientflowTask
 from tasks.failures import retry_or_bury
 from tasks.retry import backoff_seconds
 
@@ -32,7 +33,7 @@ class DeliverArguments(BaseModel):
     message_ids: list[str]
 
 
-@shared_task(name="emails.deliver", bind=True, max_retries=None)
+@shared_task(name="emails.deliver", bind=True, base=ClientflowTask, max_retries=None)
 def deliver(self: Task[..., dict[str, int]], message_ids: list[str]) -> dict[str, int]:
     settings = get_settings()
     try:

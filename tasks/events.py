@@ -12,6 +12,7 @@ from models.settings import get_settings
 from services.dispatch import process_event
 from services.rejections import event_id_of, record_rejection
 from tasks import runtime
+from tasks.base import ClientflowTask
 from tasks.emails import deliver_after_commit
 from tasks.failures import retry_or_bury
 
@@ -19,7 +20,7 @@ from tasks.failures import retry_or_bury
 def event_task(name: str) -> Task[..., str]:
     """Register the task `name`; its payload is validated by the contract of that name."""
 
-    @shared_task(name=name, bind=True)
+    @shared_task(name=name, bind=True, base=ClientflowTask)
     def run(self: Task[..., str], *args: Any, **payload: Any) -> str:
         if args:
             record_rejection(

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from models.base import utcnow
 from services.invoice_run.run import run_invoices
 from tasks import runtime
+from tasks.base import UnboundedTask
 from tasks.failures import retry_or_bury
 from tasks.policy import invoice_run_policy
 
@@ -20,7 +21,7 @@ class RunArguments(BaseModel):
     run_date: date
 
 
-@shared_task(name="invoices.run", bind=True)
+@shared_task(name="invoices.run", bind=True, base=UnboundedTask)
 def run(self: Task[..., dict[str, Any]], run_date: str | None = None) -> dict[str, Any]:
     """Beat publishes it without a date (today, UTC); `clientflow invoices run` may pass one.
 

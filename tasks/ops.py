@@ -12,13 +12,14 @@ from services.invoice_run.run import abandon_stale_runs
 from services.retention import Retention, prune
 from services.task_stats import compact
 from tasks import runtime
+from tasks.base import ClientflowTask
 
 
 def _days(days: float) -> timedelta | None:
     return timedelta(days=days) if days > 0 else None  # 0: kept for ever
 
 
-@shared_task(name="ops.housekeeping")
+@shared_task(name="ops.housekeeping", base=ClientflowTask)
 def housekeeping() -> dict[str, int]:
     """Fold old per-minute task counters; mark runs whose worker died as abandoned; prune
     what is past its retention."""

@@ -9,9 +9,10 @@ from celery import shared_task
 from models.settings import get_settings
 from services.outbox import relay as relay_outbox
 from tasks import runtime
+from tasks.base import ClientflowTask
 
 
-@shared_task(name="outbox.relay")
+@shared_task(name="outbox.relay", base=ClientflowTask)
 def relay() -> int:
     settings = get_settings()
     return relay_outbox(

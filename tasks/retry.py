@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from billiard.exceptions import SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
@@ -13,6 +14,8 @@ from services.errors import Transient
 # Failures the world may recover from. Anything else is a bug or bad input and is not retried.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     Transient,
+    # The task ran out of time (a hung server, a lock held long): the next attempt may not.
+    SoftTimeLimitExceeded,
     OperationalError,
     DisconnectionError,
     BrokerError,

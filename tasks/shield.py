@@ -1,4 +1,5 @@
-"""Lets a pool process finish recording an SMTP acceptance before a SIGTERM ends it.
+"""Lets a pool process finish recording an SMTP acceptance before a SIGTERM (or the soft
+time limit) ends it.
 
 Celery terminates (SIGTERM) the pool process running a late-acknowledged task when the broker
 connection is lost (worker_cancel_long_running_tasks_on_connection_loss, see workers/app.py),
@@ -30,35 +31,46 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# SIGTERM: Celery cancelling the task (above). SIGUSR1: billiard's soft time limit, which
+# raises SoftTimeLimitExceeded wherever the task is; inside the block that would be between
+# the 250 and the commit of `sent`, so it waits for the block's end like a SIGTERM.
+HELD = (signal.SIGTERM, signal.SIGUSR1)
+_NAMES: dict[int, str] = {
+    signal.SIGTERM: "SIGTERM",
+    signal.SIGUSR1: "the soft time limit (SIGUSR1)",
+}
+
 _depth = 0
-_held: int | None = None
-_previous: Any = signal.SIG_DFL
+_held: list[int] = []
+_previous: dict[int, Any] = {}
 
 
 def install() -> None:
-    """Route SIGTERM through the shield, keeping the current handler to act on (idempotent)."""
-    global _previous
-    current = signal.getsignal(signal.SIGTERM)
-    if current is not _on_sigterm:
-        _previous = current
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    """Route the held signals through the shield, keeping each current handler to act on
+    (idempotent)."""
+    for signum in HELD:
+        current = signal.getsignal(signum)
+        if current is not _on_signal:
+            _previous[signum] = current
+            signal.signal(signum, _on_signal)
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    global _held
+def _on_signal(signum: int, frame: FrameType | None) -> None:
     if _depth:
         # Nothing logged here: a signal handler may run while logging holds its lock. The
         # block's end says it, through logging, so JSON logs carry it with the task's ids.
-        _held = signum
+        if signum not in _held:
+            _held.append(signum)
         return
     _act(signum, frame)
 
 
 def _act(signum: int, frame: FrameType | None) -> None:
-    if callable(_previous):
-        _previous(signum, frame)
+    previous = _previous.get(signum, signal.SIG_DFL)
+    if callable(previous):
+        previous(signum, frame)
         return
-    if _previous == signal.SIG_IGN:
+    if previous == signal.SIG_IGN:
         return
     # The default action: die of the signal, as if the shield had never been there.
     signal.signal(signum, signal.SIG_DFL)
@@ -67,8 +79,8 @@ def _act(signum: int, frame: FrameType | None) -> None:
 
 @contextmanager
 def uninterruptible() -> Iterator[None]:
-    """Hold SIGTERM until the block ends (nesting allowed)."""
-    global _depth, _held
+    """Hold SIGTERM and the soft time limit until the block ends (nesting allowed)."""
+    global _depth
     if threading.current_thread() is not threading.main_thread():
         # Python runs signal handlers in the main thread only, and only it may install one: a
         # task in a thread pool (--pool threads) has no SIGTERM of its own to hold.
@@ -81,10 +93,13 @@ def uninterruptible() -> Iterator[None]:
         yield
     finally:
         _depth -= 1
-        if not _depth and _held is not None:
-            signum, _held = _held, None
-            log.warning(
-                "SIGTERM held while an email was sent and recorded; acting on it now (pid %d)",
-                os.getpid(),
-            )
-            _act(signum, None)
+        if not _depth and _held:
+            held = list(_held)
+            _held.clear()
+            for signum in held:
+                log.warning(
+                    "%s held while an email was sent and recorded; acting on it now (pid %d)",
+                    _NAMES.get(signum, str(signum)),
+                    os.getpid(),
+                )
+                _act(signum, None)

@@ -30,12 +30,26 @@ CHILD = textwrap.dedent(
             print("previous handler ran", flush=True)
             sys.exit(3)
         signal.signal(signal.SIGTERM, handler)
+    if mode == "soft-limit":
+        # billiard's soft time limit handler raises SoftTimeLimitExceeded in the task.
+        def soft_limit(signum, frame):
+            raise TimeoutError("soft time limit")
+        signal.signal(signal.SIGUSR1, soft_limit)
     shield.install()
     shield.install()  # twice: must not chain to itself
     if mode == "outside":
         print("ready", flush=True)
         time.sleep(30)
         print("finished", flush=True)
+    elif mode == "soft-limit":
+        try:
+            with shield.uninterruptible():
+                print("ready", flush=True)
+                time.sleep(1)  # the SIGUSR1 arrives during this
+                print("finished", flush=True)
+        except TimeoutError as exc:
+            print(f"raised at the block's end: {exc}", flush=True)
+            sys.exit(4)
     else:
         with shield.uninterruptible():
             print("ready", flush=True)
@@ -57,7 +71,7 @@ class Terminated:
     stderr: str
 
 
-def run_and_terminate(mode: str) -> Terminated:
+def run_and_terminate(mode: str, signum: int = signal.SIGTERM) -> Terminated:
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, mode],
         stdout=subprocess.PIPE,
@@ -66,7 +80,7 @@ def run_and_terminate(mode: str) -> Terminated:
     )
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "ready"
-    child.send_signal(signal.SIGTERM)
+    child.send_signal(signum)
     out, err = child.communicate(timeout=30)
     return Terminated(child.pid, child.returncode, "ready\n" + out, err)
 
@@ -83,6 +97,20 @@ def test_sigterm_outside_the_block_acts_at_once() -> None:
     result = run_and_terminate("outside")
     assert result.stdout.splitlines() == ["ready"]
     assert result.returncode == -signal.SIGTERM
+
+
+def test_the_soft_time_limit_in_the_block_is_held_until_the_block_ends() -> None:
+    result = run_and_terminate("soft-limit", signal.SIGUSR1)
+    assert result.stdout.splitlines() == [
+        "ready",
+        "finished",
+        "raised at the block's end: soft time limit",
+    ]
+    assert result.returncode == 4
+    assert (
+        "the soft time limit (SIGUSR1) held while an email was sent and recorded; acting on it "
+        f"now (pid {result.pid})"
+    ) in result.stderr
 
 
 def test_in_another_thread_the_block_just_runs() -> None:
@@ -103,7 +131,7 @@ def test_in_another_thread_the_block_just_runs() -> None:
     thread.start()
     thread.join(timeout=10)
     assert (ran, errors) == (["sent and recorded"], [])
-    assert signal.getsignal(signal.SIGTERM) is not shield._on_sigterm
+    assert signal.getsignal(signal.SIGTERM) is not shield._on_signal
 
 
 def test_a_handler_installed_before_runs_once_the_block_ends() -> None:
