@@ -139,7 +139,8 @@ class Settings(BaseSettings):
         default=300.0,
         ge=0,
         description="Seconds after which a task's pool process is killed and the task recorded "
-        "as a dead letter; 0 for none. Above task_soft_time_limit, at most sending_lease_seconds.",
+        "as a dead letter; 0 for none. Above task_soft_time_limit; keep sending_lease_seconds "
+        "at least this long, so a running delivery's claims are not taken for abandoned.",
     )
 
     invoice_run_cron: str = Field(
@@ -221,11 +222,6 @@ class Settings(BaseSettings):
             raise ValueError(
                 "task_soft_time_limit must be below task_time_limit, or the task is killed "
                 "before it is asked to stop"
-            )
-        if self.task_time_limit > self.sending_lease_seconds:
-            raise ValueError(
-                "task_time_limit must be at most sending_lease_seconds, or a running delivery's "
-                "claimed emails could be requeued and sent by a second worker meanwhile"
             )
         window = self.processed_events_keep_days * 86400
         if window and window <= self.redis_visibility_timeout:

@@ -5,16 +5,17 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from models.dead_letters import DeadLetter
 from models.emails import EmailMessage
 from models.ops import ScheduledRun, TaskStat
-from models.records import RejectedEvent
+from models.records import ProcessedEvent, RejectedEvent
+from models.settings import Settings
 from services import task_stats
 from services.db import SessionFactory
-from workers.ops import stats, tables
+from workers.ops import stats, storage, tables
 from workers.ops.snapshot import TaskOutcomes
 
 NOW = datetime(2026, 11, 25, 12, 30, 40, tzinfo=UTC)
@@ -261,3 +262,31 @@ def test_compaction_folds_old_minutes_and_keeps_every_total(
         (True, "retried", 1),
         (True, "succeeded", 4),
     ]
+
+
+def test_table_sizes_of_the_growing_tables_with_their_retention(db: Session) -> None:
+    db.add_all(
+        ProcessedEvent(event_id=f"E{n}", task_name="clients.add", payload_sha256=None)
+        for n in range(3)
+    )
+    db.flush()
+    postgres = db.get_bind().dialect.name == "postgresql"
+    if postgres:  # its figures are the planner's statistics, which ANALYZE brings up to date
+        db.execute(text("ANALYZE processed_events"))
+    settings = Settings(processed_events_keep_days=30, audit_keep_days=0)
+
+    sizes = {t.table: t for t in storage.table_sizes(db, settings)}
+
+    assert list(sizes) == [
+        "processed_events", "email_messages", "rejected_events", "audit_events", "dead_letters",
+    ]  # fmt: skip
+    assert sizes["processed_events"].rows == 3
+    assert sizes["email_messages"].rows == 0
+    assert sizes["processed_events"].kept == "30 days"
+    assert sizes["email_messages"].kept == "90 days (bodies)"
+    assert sizes["audit_events"].kept == "for ever"
+    assert sizes["dead_letters"].kept == "until purged"
+    if postgres:
+        assert all(t.bytes is not None and t.bytes > 0 for t in sizes.values())
+    else:
+        assert all(t.bytes is None for t in sizes.values())

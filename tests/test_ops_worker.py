@@ -181,6 +181,9 @@ def test_failed_retried_and_rejected_runs_show_in_status_and_exporter(
     for queue in QUEUES:
         assert ("clientflow_queue_messages", (("queue", queue),)) in samples
         assert ("clientflow_queue_oldest_message_age_seconds", (("queue", queue),)) in samples
+    for table in ("processed_events", "email_messages", "audit_events", "dead_letters"):
+        assert samples[("clientflow_table_bytes", (("table", table),))] > 0
+        assert ("clientflow_table_rows", (("table", table),)) in samples
 
 
 def test_a_countdown_task_is_shown_as_unacked_and_scheduled(worker: WorkerProcess) -> None:

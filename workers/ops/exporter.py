@@ -130,6 +130,27 @@ class ClientflowCollector:
             age = (snapshot.taken_at - finished).total_seconds()
             since.add_metric([name], max(0.0, age))
         yield since
+        yield from _table_metrics(snapshot)
+
+
+def _table_metrics(snapshot: Snapshot) -> Iterator[Metric]:
+    if snapshot.tables is None:
+        return
+    rows = GaugeMetricFamily(
+        "clientflow_table_rows",
+        "Rows of the tables that grow with traffic (PostgreSQL: its statistics' estimate).",
+        labels=["table"],
+    )
+    size = GaugeMetricFamily(
+        "clientflow_table_bytes",
+        "Bytes of the tables that grow with traffic, with indexes and TOAST (PostgreSQL only).",
+        labels=["table"],
+    )
+    for table in snapshot.tables:
+        rows.add_metric([table.table], table.rows)
+        if table.bytes is not None:
+            size.add_metric([table.table], table.bytes)
+    yield from (rows, size)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -43,7 +43,8 @@ def render(snapshot: Snapshot) -> RenderableType:
     ]
     parts.extend(literal(f"problem: {p}", "bold red") for p in snapshot.problems)
     parts += [_queues(snapshot), _workers(snapshot), _tasks(snapshot)]
-    parts += [_troubles(snapshot), _emails_and_runs(snapshot), _health(snapshot)]
+    parts += [_troubles(snapshot), _emails_and_runs(snapshot), _storage(snapshot)]
+    parts.append(_health(snapshot))
     return Group(*parts)
 
 
@@ -165,6 +166,29 @@ def _emails_and_runs(s: Snapshot) -> RenderableType:
             text += f"; error: {run.error}"
         lines.append(literal(text, "red" if run.status in FAILED_RUN else ""))
     return Group(*lines)
+
+
+def _storage(s: Snapshot) -> RenderableType:
+    if s.tables is None:
+        return Text("Tables: n/a", "red")
+    table = Table(title="Tables that grow", title_justify="left")
+    for column in ("table", "rows", "size", "kept"):
+        table.add_column(column, justify="right" if column in ("rows", "size") else "left")
+    for t in s.tables:
+        size = "-" if t.bytes is None else _bytes(t.bytes)
+        table.add_row(t.table, f"{t.rows:,}", size, t.kept)
+    return table
+
+
+def _bytes(value: int) -> str:
+    if value < 1024:
+        return f"{value} B"
+    size = float(value)
+    for unit in ("KiB", "MiB", "GiB"):
+        size /= 1024
+        if size < 1024 or unit == "GiB":
+            break
+    return f"{size:,.1f} {unit}"
 
 
 def _count(value: object) -> str:

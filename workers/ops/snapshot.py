@@ -91,6 +91,16 @@ class ScheduledRunState(Part):
     error: str | None
 
 
+class TableSize(Part):
+    table: str
+    # PostgreSQL: its estimate (pg_class.reltuples: exact after ANALYZE, close otherwise).
+    rows: int
+    # With indexes and TOAST; None where the database cannot say (SQLite).
+    bytes: int | None
+    # How long retention keeps its rows ("90 days", "for ever").
+    kept: str
+
+
 class Snapshot(Part):
     version: Literal[1] = SCHEMA_VERSION
     taken_at: datetime
@@ -103,5 +113,6 @@ class Snapshot(Part):
     rejected_events: RejectedSummary | None
     emails: EmailCounts | None
     last_invoice_run: ScheduledRunState | None
+    tables: list[TableSize] | None = None
     # Why a part above is None, one line each; empty when everything answered.
     problems: list[str]

@@ -13,8 +13,9 @@ from celery import Celery
 from sqlalchemy.exc import SQLAlchemyError
 
 from models.base import utcnow
+from models.settings import get_settings
 from services.db import SessionFactory
-from workers.ops import stats, tables
+from workers.ops import stats, storage, tables
 from workers.ops.celery_workers import INSPECT_TIMEOUT, WorkersSeen, inspect_workers
 from workers.ops.queues import QueueReading, age_seconds, read_queues
 from workers.ops.snapshot import QueueState, Snapshot
@@ -46,6 +47,7 @@ def build_snapshot(
                 "rejected_events": tables.rejected_events(session),
                 "emails": tables.email_counts(session),
                 "last_invoice_run": tables.last_run(session),
+                "tables": storage.table_sizes(session, get_settings()),
             }
     except SQLAlchemyError as exc:
         problems.append(f"database: {_first_line(exc)}")
@@ -59,6 +61,7 @@ def build_snapshot(
         rejected_events=parts.get("rejected_events"),
         emails=parts.get("emails"),
         last_invoice_run=parts.get("last_invoice_run"),
+        tables=parts.get("tables"),
         problems=problems,
     )
 
