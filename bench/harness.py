@@ -12,7 +12,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -20,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import redis
@@ -35,24 +33,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 # Re-exported: the other bench scripts take them from here.
 from servers import environ_without_settings as environ_without_settings  # noqa: E402
 from servers import free_port as free_port  # noqa: E402
+from servers import wait_until as wait_until  # noqa: E402
 
 # Celery's built-in task that only returns its arguments: a no-op every clientflow worker knows.
 NOOP_TASK = "celery.accumulate"
 
 # The invoice run's date in every benchmark: the loaded invoices are dated this day.
 RUN_DATE = date(2026, 3, 1)
-
-
-def wait_until(check: Any, what: str, timeout: float, interval: float = 0.5) -> Any:
-    """Poll check() until it returns something truthy, and return that; SystemExit on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def broker_idle(client: redis.Redis, queues: Sequence[str]) -> bool:

@@ -145,6 +145,7 @@ def main() -> None:
                 "the invoice run to finish",
                 timeout=3600,
             )
+            assert run  # wait_until returns only a truthy value: the finished run
             run_seconds = time.perf_counter() - started
             if not args.skip_delivery:
                 wait_until(lambda: sent() >= owed, "every email delivered", 3600, interval=1)

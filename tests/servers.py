@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
@@ -26,6 +26,8 @@ import redis
 from psycopg import sql
 
 START_TIMEOUT = 10.0
+
+T = TypeVar("T")
 
 
 class ServerUnavailable(Exception):
@@ -56,6 +58,29 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def wait_until(
+    check: Callable[[], T],
+    what: str | Callable[[], str],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+) -> T:
+    """Poll check() until it returns something truthy, and return that (tests and benchmarks).
+
+    On timeout raise AssertionError naming `what` and the last value check() returned.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            description = what() if callable(what) else what
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {description}; last seen: {value!r}"
+            )
+        time.sleep(interval)
 
 
 def environ_without_settings() -> dict[str, str]:

@@ -21,6 +21,7 @@ import pytest
 import redis
 from celery import Celery
 from servers import environ_without_settings
+from servers import wait_until as wait_until  # re-exported: the tests take it from here
 from smtp_sink import SmtpSink
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -41,30 +42,6 @@ WAIT_TIMEOUT = 30.0
 UNACKED_KEY = "unacked"
 
 T = TypeVar("T")
-
-
-def wait_until(
-    check: Callable[[], T],
-    what: str | Callable[[], str],
-    *,
-    timeout: float = WAIT_TIMEOUT,
-    interval: float = 0.05,
-) -> T:
-    """Poll check() until it returns something truthy, and return that.
-
-    On timeout raise AssertionError naming `what` and the last value check() returned.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            description = what() if callable(what) else what
-            raise AssertionError(
-                f"timed out after {timeout:.0f}s waiting for {description}; last seen: {value!r}"
-            )
-        time.sleep(interval)
 
 
 def wait_for_db(
