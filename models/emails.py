@@ -33,6 +33,14 @@ class EmailMessage(Base):
             postgresql_where=text("body_html <> ''"),
             sqlite_where=text("body_html <> ''"),
         ),
+        # `emails show` lists the resends of a message; partial, so the hot path's inserts
+        # (never a resend) leave it alone.
+        Index(
+            "ix_email_messages_resend_of",
+            "resend_of",
+            postgresql_where=text("resend_of IS NOT NULL"),
+            sqlite_where=text("resend_of IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -55,3 +63,7 @@ class EmailMessage(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set on a copy an operator resent (`clientflow emails resend`): the id of the message
+    # first sent, so every resend of one email points at the same row. No foreign key: rows
+    # are never deleted (retention clears bodies only), and SQLite could not add one in place.
+    resend_of: Mapped[str | None] = mapped_column(String(36))

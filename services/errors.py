@@ -1,4 +1,5 @@
-"""The two kinds of failure a handler can have: refused for good, or worth another try."""
+"""The two kinds of failure a handler can have (refused for good, or worth another try), and
+an operator's look-up that can match nothing."""
 
 from __future__ import annotations
 
@@ -36,3 +37,15 @@ class Conflict(Rejected):
 
 class Transient(Exception):
     """Worth retrying later: the world (database, broker, SMTP server) may recover."""
+
+
+class BadFilter(ValueError):
+    """A look-up value that can match nothing (an unknown status, template or client): refused,
+    naming what it can be, rather than answered with an empty list that reads as "none".
+
+    `name` is the filter's (status, template, client, text); the CLI names its option.
+    """
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name

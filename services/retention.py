@@ -20,6 +20,17 @@ from models.records import AuditEvent, ProcessedEvent, RejectedEvent
 from services.db import SessionFactory
 
 
+def body_pruned(message: EmailMessage) -> bool:
+    """Whether the prune below cleared this message's bodies. Every template renders a text
+    and an HTML body, so a row with neither lost them here."""
+    return not message.body_text and not message.body_html
+
+
+def has_body() -> ColumnElement[bool]:
+    """body_pruned's opposite, as SQL."""
+    return or_(EmailMessage.body_text != "", EmailMessage.body_html != "")
+
+
 @dataclass(frozen=True)
 class Retention:
     """How long each kind of row is kept; None keeps it for ever."""

@@ -1,11 +1,14 @@
 """The `clientflow` command, run as a subprocess with its settings in the environment.
 
 A subprocess, not CliRunner: settings and session factories are cached per process, so each
-run must start clean with exactly the CLIENTFLOW_* variables the test gives it.
+run must start clean with exactly the CLIENTFLOW_* variables the test gives it. (The lookup and
+resend commands are also tested in process, tests/cli_kit.py pointing those caches at the
+test's database: test_cli_emails.py, test_cli_clients.py.)
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import payloads
 import pytest
+import redis
 from servers import create_database, drop_database, environ_without_settings
 from sqlalchemy import update
 
@@ -370,3 +374,75 @@ def test_literal_escapes_every_control_character_and_no_other() -> None:
     assert not [c for c in shown if (ord(c) < 32 and c != "\n") or 0x7F <= ord(c) < 0xA0]
     assert ' !"#$%&' in shown
     assert shown.count("~") == 1
+
+
+# --- looking up and resending (in process: test_cli_emails.py, test_cli_clients.py) ---------
+
+
+def test_emails_list_show_and_resend_as_commands_publish_to_the_broker(
+    tmp_path: Path, new_postgres_database: Callable[[], str], redis_url: str
+) -> None:
+    url = new_postgres_database()
+    engine = make_engine(url)
+    sessions = make_session_factory(engine)
+    process_event(
+        "clients.add",
+        payloads.client("C1"),
+        session_factory=sessions,
+        publish=lambda name, kwargs: None,
+        company_name="Test Hosting",
+    )
+    with sessions() as session:
+        session.execute(update(EmailMessage).values(status="sent", attempts=1))
+        session.commit()
+    engine.dispose()
+    broker = redis.Redis.from_url(redis_url)
+    broker.flushdb()  # this test's database (CLIENTFLOW_TEST_REDIS_URL): nothing else's
+
+    def emails(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run_cli_with({}, tmp_path, ("emails", *args),
+                            {"database_url": url, "broker_url": redis_url,
+                             "reply_to": "help@example.net"}, check=check)  # fmt: skip
+
+    [listed] = json.loads(emails("list", "--json").stdout)
+    shown = json.loads(emails("show", listed["id"], "--json").stdout)
+    resent = emails("resend", listed["id"]).stdout
+    bad = emails("list", "--status", "bogus", check=False)
+
+    assert listed["status"] == "sent"
+    assert shown["headers"]["Reply-To"] == "help@example.net"
+    assert shown["headers"]["Message-ID"] == f"<{listed['id']}@clientflow.localhost>"
+    copy_id = resent.split(" as ", 1)[1].split(":", 1)[0]
+    assert f"resent email {listed['id']} as {copy_id}: queued, delivery published" in resent
+    [raw] = broker.lrange("emails", 0, -1)
+    message = json.loads(raw)
+    assert message["headers"]["task"] == "emails.deliver"
+    _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    assert kwargs == {"message_ids": [copy_id]}
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert "unknown status 'bogus'; one of: queued, sending, sent, failed" in bad.stderr
+
+
+def test_clients_show_and_find_as_commands(tmp_path: Path, database_url: str,
+                                           sessions: SessionFactory) -> None:  # fmt: skip
+    for task, payload in [
+        ("clients.add", payloads.client("C1", companyname="Analytical Engines Ltd")),
+        ("contacts.add", payloads.contact("K1", "C1", "invoice")),
+    ]:
+        process_event(task, payload, session_factory=sessions, publish=lambda name, kwargs: None,
+                      company_name="Test Hosting")  # fmt: skip
+
+    card = json.loads(
+        run_cli(tmp_path, "clients", "show", "C1", "--json", database_url=database_url).stdout
+    )
+    found = run_cli(tmp_path, "clients", "find", "ENGINES", database_url=database_url).stdout
+    missing = run_cli(tmp_path, "clients", "show", "C9", check=False, database_url=database_url)
+
+    assert card["client"]["companyname"] == "Analytical Engines Ltd"
+    assert [c["id"] for c in card["contacts"]] == ["K1"]
+    assert card["contacts"][0]["categories"]["invoice"] is True
+    (line,) = [line for line in found.splitlines() if "C1" in line]
+    assert "Ada Lovelace" in line
+    assert "company" in line
+    assert (missing.returncode, missing.stdout) == (1, "")
+    assert "no client 'C9'" in missing.stderr

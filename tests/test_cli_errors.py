@@ -35,6 +35,8 @@ DATABASE_COMMANDS = [
     ("rejected", "list"),
     ("rejected", "list", "--json"),
     ("emails", "list"),
+    ("emails", "show", "1"),
+    ("clients", "show", "C1"),
     ("dlq", "list"),
     ("dlq", "show", "1"),
     ("dlq", "purge", "--yes"),

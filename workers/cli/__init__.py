@@ -20,12 +20,14 @@ from typer.core import TyperGroup
 from models.contracts import EVENTS, json_schemas
 from models.settings import get_settings
 from workers import migrate
+from workers.cli.clients import clients_app
 from workers.cli.common import console, explain
 from workers.cli.demo import run_demo
 from workers.cli.dlq import dlq_app, outbox_app
+from workers.cli.emails import emails_app
 from workers.cli.invoices import invoices_app
 from workers.cli.ops import ops_app
-from workers.cli.records import emails_app, rejected_app
+from workers.cli.records import rejected_app
 
 PROG = "clientflow"
 USAGE_ERROR = 2
@@ -83,6 +85,7 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(rejected_app, name="rejected")
 app.add_typer(emails_app, name="emails")
+app.add_typer(clients_app, name="clients")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(invoices_app, name="invoices")

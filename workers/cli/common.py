@@ -5,12 +5,15 @@ the one-line explanation of a failure a person can fix (the database, the broker
 from __future__ import annotations
 
 import errno
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
-from typing import TYPE_CHECKING
+from datetime import date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, NoReturn
 
+import typer
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.url import maybe_sanitize_url
 from pydantic import ValidationError
@@ -18,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 from sqlalchemy import exc as sa
+from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -64,6 +68,32 @@ def require_broker() -> None:
 def when(value: object) -> str:
 
     return f"{value:%Y-%m-%d %H:%M:%S}" if isinstance(value, datetime) else "-"
+
+
+def refuse(message: str, code: int = 1) -> NoReturn:
+    """End the command with one line on stderr: something asked for that is not there or
+    cannot be done (exit 1; a bad option or value is Typer's usage error, exit 2)."""
+    typer.secho(f"clientflow: {' '.join(message.split())}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def print_json(data: object) -> None:
+    """For `--json`: one document on stdout, exact text (markup and escapes as JSON escapes)."""
+    typer.echo(json.dumps(data, indent=2, default=_json_value))
+
+
+def row_record(row: object) -> dict[str, object]:
+    """Every column of a mapped row by attribute name, in declaration order."""
+    return {attr.key: getattr(row, attr.key) for attr in inspect(type(row)).column_attrs}
+
+
+def _json_value(value: object) -> object:
+    # Times as ISO 8601 (UTC, with offset); amounts as their exact text, never a float.
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 # --- one line for a failure a person can fix ------------------------------------------------

@@ -1,4 +1,4 @@
-"""`clientflow rejected` and `clientflow emails`: what was refused, and the message log."""
+"""`clientflow rejected`: what was refused, and why."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import typer
 from rich.table import Table
 from sqlalchemy import select
 
-from models.emails import EmailMessage
 from models.records import RejectedEvent
 from workers.cli.common import console, database, when
 from workers.ops.render import literal
 
 rejected_app = typer.Typer(help="Events refused, with their reasons.", no_args_is_help=True)
-emails_app = typer.Typer(help="The email message log.", no_args_is_help=True)
 
 
 @rejected_app.command("list")
@@ -57,31 +55,5 @@ def rejected_list(
             literal(r.task_name),
             literal(r.reason),
             literal(waiting),
-        )
-    console.print(table)
-
-
-@emails_app.command("list")
-def emails_list(
-    status: str | None = typer.Option(None, help="queued, sending, sent or failed."),
-    limit: int = typer.Option(50, help="Newest first, at most this many."),
-) -> None:
-    """List the message log: recipient, template, status, attempts, last error."""
-    with database() as session:
-        query = select(EmailMessage).order_by(EmailMessage.created_at.desc()).limit(limit)
-        if status:
-            query = query.where(EmailMessage.status == status)
-        rows = session.scalars(query).all()
-    table = Table(title=f"Email message log ({len(rows)} shown)")
-    for column in ("when (UTC)", "to", "template", "status", "attempts", "last error"):
-        table.add_column(column, overflow="fold")
-    for m in rows:
-        table.add_row(
-            when(m.created_at),
-            literal(m.to_address),
-            literal(m.template),
-            literal(m.status),
-            str(m.attempts),
-            literal(m.last_error or ""),
         )
     console.print(table)
