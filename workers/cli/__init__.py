@@ -26,6 +26,7 @@ from workers.cli.dlq import dlq_app, outbox_app
 from workers.cli.invoices import invoices_app
 from workers.cli.ops import ops_app
 from workers.cli.records import emails_app, rejected_app
+from workers.cli.templates import templates_app
 
 PROG = "clientflow"
 USAGE_ERROR = 2
@@ -87,6 +88,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(invoices_app, name="invoices")
 app.add_typer(ops_app, name="ops")
+app.add_typer(templates_app, name="templates")
 
 
 @app.command()
