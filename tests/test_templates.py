@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from services.mail.render import PARTS, TEMPLATES_DIR, TemplateError, render_email, template_names
+from services.mail.catalogue import PARTS
+from services.mail.render import TEMPLATES_DIR, TemplateError, render_email, template_names
 
 # Sample context per template: what the handlers and a publisher's notifications.send supply.
 BASE_CONTEXT: dict[str, Any] = {

@@ -22,7 +22,7 @@ WHMCS_NAMES = {
 
 @cache
 def _english_names() -> dict[str, str]:
-    """"french" -> "fr": every language Babel can name in English, lower-cased."""
+    """Every language Babel can name in English, lower-cased: "french" -> "fr"."""
     return {name.lower(): code for code, name in ENGLISH.languages.items()}
 
 

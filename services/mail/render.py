@@ -24,8 +24,6 @@ TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates" / "email"
 # RFC 5322 caps a header line at 998 characters; the message log's column follows it.
 MAX_SUBJECT_CHARS = 998
 
-__all__ = ["PARTS", "TEMPLATES_DIR", "RenderedEmail", "TemplateError", "render_email"]
-
 
 @dataclass(frozen=True)
 class RenderedEmail:
@@ -33,12 +31,13 @@ class RenderedEmail:
     text: str
     html: str
     # Which translation was used ("client_signup (fr)") and the locale it was formatted in.
-    variant: str = ""
-    locale: str = ENGLISH.language
+    variant: str
+    locale: str
 
 
 class TemplateError(Rejected):
-    """A template that is missing or needs a variable the event did not give."""
+    """A template that is missing, needs a variable the event did not give, or does what the
+    sandbox refuses."""
 
 
 def configured_folders() -> tuple[Path, ...]:
