@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import DirectoryPath, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         "replies go to mail_from.",
     )
     company_name: str = Field(default="Clientflow Hosting", description="Signature in emails.")
+    template_dir: DirectoryPath | None = Field(
+        default=None,
+        description="The operator's email templates, searched before the shipped ones, in "
+        "the same <name>/{subject.txt, body.txt, body.html} layout (docs/templates.md). "
+        "Read once per process: restart the workers after changing it.",
+    )
     smtp_timeout: float = Field(default=30.0, description="Seconds per SMTP command.")
     email_max_retries: int = Field(
         default=8, description="Transient SMTP failures retried this many times before failed."

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -11,7 +11,7 @@ from models.billing import Invoice, Notice
 from models.clients import Client
 from models.emails import EmailMessage
 from services.mail.queue import EmailQueue
-from services.money import format_money
+from services.money import CENT
 from services.routing import Recipient, billing_contact_of
 
 TEMPLATES: dict[Notice, str] = {
@@ -46,26 +46,30 @@ def invoiced_to(client: Client) -> dict[str, Any]:
     }
 
 
-def invoice_context(invoice: Invoice) -> dict[str, Any]:
-    def money(value: Decimal | str) -> str:
-        return format_money(Decimal(str(value)), invoice.currency)
+def amount_text(value: Decimal | str | int) -> str:
+    """An amount as the templates get it: a decimal string with two places ("1200.00"), which
+    their `|money(invoice.currency)` filter writes in the reader's language."""
+    return str(Decimal(str(value)).quantize(CENT, rounding=ROUND_HALF_UP))
 
+
+def invoice_context(invoice: Invoice) -> dict[str, Any]:
     return {
         "id": invoice.id,
         "number": invoice.number,
+        # ISO dates, written by the templates' `|date` filter.
         "date": invoice.date.isoformat(),
         "due_date": invoice.due_date.isoformat(),
         "status": invoice.status,
         "currency": invoice.currency,
         "items": [
-            {"description": item["description"], "amount": money(item["amount"])}
+            {"description": item["description"], "amount": amount_text(item["amount"])}
             for item in invoice.items
         ],
-        "subtotal": money(invoice.subtotal),
-        "tax": money(invoice.tax),
-        "total": money(invoice.total),
-        "paid": money(invoice.total - invoice.balance),
-        "balance": money(invoice.balance),
+        "subtotal": amount_text(invoice.subtotal),
+        "tax": amount_text(invoice.tax),
+        "total": amount_text(invoice.total),
+        "paid": amount_text(invoice.total - invoice.balance),
+        "balance": amount_text(invoice.balance),
     }
 
 

@@ -19,7 +19,7 @@ from services.actors import authorize
 from services.audit import diff, record_change
 from services.context import HandlerContext
 from services.errors import Conflict, UnknownReference
-from services.invoice_mail import queue_notice_emails
+from services.invoice_mail import amount_text, queue_notice_emails
 from services.money import format_money
 from services.routing import route_invoice_recipients
 from services.sql import insert_new_rows
@@ -171,7 +171,7 @@ def _confirm_payment(ctx: HandlerContext, invoice: Invoice, event: RecordPayment
     if not insert_new_rows(ctx.session, table, [row], ("invoice_id", "notice")):  # type: ignore[arg-type]
         return
     payment = {
-        "amount": format_money(event.amount, invoice.currency),
+        "amount": amount_text(event.amount),
         "date": event.date.isoformat(),
         "transaction_id": event.transaction_id,
     }

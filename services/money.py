@@ -1,14 +1,19 @@
-"""Formats an amount with its ISO 4217 currency, the same way in every email: "$1,234.50 USD".
+"""Formats an amount with its ISO 4217 currency: as the client's language writes it in emails,
+and the same way everywhere else (refusal reasons, logs): "$1,234.50 USD".
 
-A small explicit formatter rather than babel: our amounts always have two decimals (the
-columns are Numeric(12, 2)), the format must not change with the worker's locale, and a
-symbol prefix plus the code suffix is what WHMCS shows by default. Codes without a symbol
-here print as the code alone, which is never ambiguous.
+format_money is a small explicit formatter rather than babel: a reason or a log line must not
+change with anybody's locale, and a symbol prefix plus the code suffix is what WHMCS shows by
+default. Codes without a symbol here print as the code alone, which is never ambiguous.
+format_money_in is babel's, for the reader: "1 200,00 £GB" in French, "£1,200.00" in English.
+Both always show two decimals (the columns are Numeric(12, 2)), rounded half up.
 """
 
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
+
+from babel import Locale
+from babel.numbers import format_currency
 
 SYMBOLS = {
     "USD": "$",
@@ -29,3 +34,13 @@ def format_money(amount: Decimal, currency: str) -> str:
     sign = "-" if quantized < 0 else ""
     digits = f"{abs(quantized):,.2f}"
     return f"{sign}{SYMBOLS.get(code, '')}{digits} {code}"
+
+
+def format_money_in(amount: Decimal, currency: str, locale: Locale) -> str:
+    """The amount as readers of `locale` write it, with the locale's symbol for the currency
+    (which names the country where the bare symbol would be ambiguous there: "$US" in French).
+    """
+    quantized = amount.quantize(CENT, rounding=ROUND_HALF_UP)
+    # currency_digits=False: two decimals for every currency, as stored; babel would otherwise
+    # round a yen amount of 1200.50 to 1,201.
+    return format_currency(quantized, currency.upper(), locale=locale, currency_digits=False)

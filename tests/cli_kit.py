@@ -23,6 +23,7 @@ from services.db import SessionFactory
 from tasks import runtime
 from workers.cli import app
 from workers.cli import emails as emails_cli
+from workers.cli.common import console
 
 MAIL_FROM = "Test Hosting Billing <billing@test-hosting.example>"
 REPLY_TO = "support@test-hosting.example"
@@ -72,6 +73,9 @@ def cli_fixture() -> Any:
         monkeypatch.setattr(runtime, "publish", publisher)
         # The publisher stands in for the broker, so there is no broker to check.
         monkeypatch.setattr(emails_cli, "require_broker", lambda: None)
+        # Wide, so a table row stays on one line: set on the console itself, as its width
+        # from COLUMNS is not what it uses in every runner (under pytest-xdist it is not).
+        monkeypatch.setattr(console, "_width", 250)
         yield InProcessCli()
         get_settings.cache_clear()  # the next reader sees the environment as it was
 

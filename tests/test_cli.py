@@ -446,3 +446,24 @@ def test_clients_show_and_find_as_commands(tmp_path: Path, database_url: str,
     assert "company" in line
     assert (missing.returncode, missing.stdout) == (1, "")
     assert "no client 'C9'" in missing.stderr
+
+
+def test_templates_preview_as_a_command_with_the_operators_folder(tmp_path: Path) -> None:
+    override = tmp_path / "templates"
+    (override / "invoice_payment_reminder" / "fr").mkdir(parents=True)
+    reminder = override / "invoice_payment_reminder" / "fr" / "subject.txt"
+    reminder.write_text("Rappel : {{ invoice.balance|money(invoice.currency) }} à régler")
+
+    result = run_cli(
+        tmp_path, "templates", "preview", "invoice_payment_reminder", "--language", "fr",
+        template_dir=str(override), company_name="Nuage",
+    )  # fmt: skip
+
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        "# invoice_payment_reminder (fr) for the sample client, formatted for locale fr"
+    )
+    # The operator's subject, the shipped French body.
+    assert lines[1] == "Subject: Rappel : 1\u202f215,00\xa0£GB à régler"
+    assert lines[3] == "Bonjour Ada Lovelace,"
+    assert "Cordialement,\nNuage" in result.stdout

@@ -87,8 +87,11 @@ def test_status_is_not_an_update_field() -> None:
 def test_notification_context_is_bounded_and_cannot_spoof() -> None:
     big = reason_for("notifications.send", payloads.notification(context={"x": "y" * 20_000}))
     spoof = reason_for("notifications.send", payloads.notification(context={"client": {}}))
+    # The renderer sets the email's locale from the client's language (docs/templates.md).
+    locale = reason_for("notifications.send", payloads.notification(context={"locale": "de"}))
     assert "context: Value error, is 20" in big
     assert "reserved names ['client']" in spoof
+    assert "reserved names ['locale']" in locale
 
 
 def test_unknown_event_refused() -> None:

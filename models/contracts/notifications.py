@@ -35,7 +35,8 @@ class SendNotification(Event):
         size = len(text.encode())
         if size > MAX_CONTEXT_BYTES:
             raise ValueError(f"is {size} bytes of JSON; the limit is {MAX_CONTEXT_BYTES}")
-        reserved = {"client", "recipient", "company_name"} & value.keys()
+        # What every email is given; `locale` is the client's, set by the renderer.
+        reserved = {"client", "recipient", "company_name", "locale"} & value.keys()
         if reserved:
             raise ValueError(f"must not set reserved names {sorted(reserved)}")
         return value

@@ -43,6 +43,18 @@ def client_context(client: Client) -> dict[str, Any]:
     }
 
 
+def email_context(
+    client: Client, recipient: Recipient, company_name: str, context: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What every template is given: the event's context, then the names it may not set."""
+    return {
+        **(context or {}),
+        "client": client_context(client),
+        "recipient": {"name": recipient.name, "email": recipient.email},
+        "company_name": company_name,
+    }
+
+
 @dataclass
 class EmailQueue:
     """What a handler uses to owe an email; messages collects what to deliver after commit."""
@@ -106,13 +118,9 @@ class EmailQueue:
         context: dict[str, Any] | None = None,
     ) -> EmailMessage:
         """The message row, rendered, not yet in the session: nothing to undo if it fails."""
-        full_context = {
-            **(context or {}),
-            "client": client_context(client),
-            "recipient": {"name": recipient.name, "email": recipient.email},
-            "company_name": self.company_name,
-        }
-        rendered = render_email(template, full_context)
+        full_context = email_context(client, recipient, self.company_name, context)
+        # The client's language for every recipient: contacts have none of their own (WHMCS).
+        rendered = render_email(template, full_context, language=client.language)
         message = EmailMessage(
             id=str(uuid.uuid4()),
             idempotency_key=idempotency_key(

@@ -28,6 +28,7 @@ from workers.cli.emails import emails_app
 from workers.cli.invoices import invoices_app
 from workers.cli.ops import ops_app
 from workers.cli.records import rejected_app
+from workers.cli.templates import templates_app
 
 PROG = "clientflow"
 USAGE_ERROR = 2
@@ -90,6 +91,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(invoices_app, name="invoices")
 app.add_typer(ops_app, name="ops")
+app.add_typer(templates_app, name="templates")
 
 
 @app.command()

@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from models.settings import Settings, get_settings
+from services.mail.render import TemplateError
 from tasks import runtime
 from workers.app import app
 from workers.signals import prepare_embedded_broker
@@ -134,6 +135,8 @@ def _explain_one(exc: BaseException) -> str | None:
             f"CLIENTFLOW_BROKER_URL names no known broker ({exc.args[0]}): "
             "use redis://host:6379/0, or filesystem:// for the embedded one"
         )
+    if isinstance(exc, TemplateError):  # `templates preview` of a template that cannot render
+        return exc.reason
     if isinstance(exc, OSError):
         return _os_error(exc)
     return None
