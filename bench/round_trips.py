@@ -1,6 +1,7 @@
 """Database round trips per event on the hot path, counted, not timed.
 
     .venv/bin/python bench/round_trips.py [--event notifications.send] [--events 200] [--show]
+                                          [--list-unsubscribe]
 
 Applies `clients.add` events (with the welcome email), or `notifications.send` to a client
 with 10 contacts ticked, through services.dispatch in this process, as a pool process does, on
@@ -9,7 +10,8 @@ tasks.emails does (to .eml files: the SMTP side is not what is counted). Every t
 server is counted where SQLAlchemy makes it: statements, the BEGIN psycopg sends before a
 transaction's first statement, commits, and the ping of each pool checkout (pool_pre_ping).
 The worker's CPU is mostly Python around these trips (a profile of the clients.add phase of
-bench/run.py shows it), so their number is the figure to bring down.
+bench/run.py shows it), so their number is the figure to bring down. --list-unsubscribe
+signs a one-click unsubscribe link into every email (off by default, as in the settings).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from services.db import SessionFactory, make_session_factory  # noqa: E402
 from services.dispatch import process_event  # noqa: E402
 from services.mail.delivery import deliver_claimed  # noqa: E402
 from services.mail.transports import FileTransport  # noqa: E402
+from services.opt_outs import DEFAULT_OPT_OUTS, OptOutPolicy  # noqa: E402
 from workers import migrate  # noqa: E402
 
 
@@ -72,7 +75,18 @@ class Trips:
             self.counts["pings"] += 1
 
 
-def apply(factory: SessionFactory, transport: FileTransport, task: str, payload: Any) -> None:
+WITH_LINKS = OptOutPolicy(
+    unsubscribe_url="https://billing.example.com/unsubscribe?token={token}", secret=b"b" * 32
+)
+
+
+def apply(
+    factory: SessionFactory,
+    transport: FileTransport,
+    task: str,
+    payload: Any,
+    opt_outs: OptOutPolicy = DEFAULT_OPT_OUTS,
+) -> None:
     """One event as a pool process applies it, its emails sent right after its commit."""
 
     class SendNow:
@@ -84,7 +98,7 @@ def apply(factory: SessionFactory, transport: FileTransport, task: str, payload:
 
     result = process_event(
         task, payload, session_factory=factory, publish=lambda *_a, **_k: None,
-        company_name="Example Hosting", deliver_now=SendNow(),
+        company_name="Example Hosting", deliver_now=SendNow(), opt_outs=opt_outs,
     )  # fmt: skip
     assert result.outcome.value == "applied", result
 
@@ -111,9 +125,12 @@ def main() -> None:
                         default="clients.add")  # fmt: skip
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--show", action="store_true", help="print the statements of one")
+    parser.add_argument("--list-unsubscribe", action="store_true",
+                        help="sign an unsubscribe link into every email")  # fmt: skip
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     setup, measured, emails_each = workload(args.event, args.events)
+    opt_outs = WITH_LINKS if args.list_unsubscribe else DEFAULT_OPT_OUTS
     name = f"clientflow_trips_{uuid.uuid4().hex[:8]}"
     url = create_database(args.admin_url, name)
     try:
@@ -128,7 +145,7 @@ def main() -> None:
             cpu_started = time.process_time()
             for number, (task, payload) in enumerate(measured):
                 trips.show = args.show and number == 1
-                apply(factory, transport, task, payload)
+                apply(factory, transport, task, payload, opt_outs)
             cpu_ms = 1000 * (time.process_time() - cpu_started) / args.events
         engine.dispose()
     finally:

@@ -39,9 +39,15 @@ class Client(Base):
     # Kept consistent by services.contacts (same client, cleared on delete); no FK because
     # clients and contacts would then reference each other.
     billing_contact_id: Mapped[str | None] = mapped_column(String(64))
-    # The holder may turn invoice mail off (WHMCS later let holders untick categories); the
-    # billing contact and contacts ticked for `invoice` still get it.
+    # The holder's own choice per email category (WHMCS later let holders untick them), each
+    # on by default: `<category>_emails`, named after invoice_emails, which came first and is
+    # the invoice one. A category the business requires reaches the holder whatever its flag
+    # says (services/routing.py); the billing contact and ticked contacts are not affected.
+    general_emails: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    product_emails: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    domain_emails: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     invoice_emails: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    support_emails: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -58,6 +64,15 @@ class Client(Base):
     @property
     def full_name(self) -> str:
         return f"{self.firstname} {self.lastname}"
+
+    def holder_wants(self, category: str) -> bool:
+        """The holder's own flag for `category` (required categories override it)."""
+        return bool(getattr(self, holder_flag(category)))
+
+
+def holder_flag(category: str) -> str:
+    """The client column holding the holder's choice for an email category."""
+    return f"{category}_emails"
 
 
 class Contact(Base):

@@ -10,6 +10,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, utcnow
 
+# What a List-Unsubscribe header line can carry: RFC 5322's 998 characters less
+# "List-Unsubscribe: <" and ">".
+UNSUBSCRIBE_URL_MAX_CHARS = 977
+
 
 class EmailStatus(StrEnum):
     QUEUED = "queued"
@@ -54,6 +58,9 @@ class EmailMessage(Base):
     to_address: Mapped[str] = mapped_column(String(254))
     to_name: Mapped[str] = mapped_column(String(201))
     subject: Mapped[str] = mapped_column(String(998))
+    # The one-click unsubscribe URL (RFC 8058) of an email its recipient may turn off, signed
+    # when the email is queued (services/opt_outs.py); None: no List-Unsubscribe header.
+    list_unsubscribe: Mapped[str | None] = mapped_column(String(UNSUBSCRIBE_URL_MAX_CHARS))
     body_text: Mapped[str] = mapped_column(Text)
     body_html: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default=EmailStatus.QUEUED, index=True)

@@ -10,8 +10,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import DirectoryPath, Field, field_validator, model_validator
+from pydantic import DirectoryPath, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from models.contracts.common import CONTROL_CHARACTERS, Category
+from models.emails import UNSUBSCRIBE_URL_MAX_CHARS
+
+# The longest token a URL template must leave room for (models/contracts/unsubscribe_token.py
+# gives about 370 characters).
+_TOKEN_ROOM = 400
+# Shorter is a password, not a key: `python -c "import secrets; print(secrets.token_urlsafe(32))"`.
+UNSUBSCRIBE_SECRET_MIN_CHARS = 32
 
 
 class Settings(BaseSettings):
@@ -191,6 +200,60 @@ class Settings(BaseSettings):
             raise ValueError("must have five fields: minute hour day-of-month month day-of-week")
         return value
 
+    # NoDecode: the variable is "invoice,support", not JSON.
+    required_email_categories: Annotated[frozenset[Category], NoDecode] = Field(
+        default=frozenset(),
+        description="Email categories the business must send: they reach the account holder "
+        "whatever the holder's preferences say, an opt-out of one is refused, and their "
+        "emails carry no List-Unsubscribe (e.g. CLIENTFLOW_REQUIRED_EMAIL_CATEGORIES="
+        "invoice,support). Empty: the holder may turn any category off. Contacts are not "
+        "affected: they receive what they are ticked for.",
+    )
+    unsubscribe_url: str = Field(
+        default="",
+        description="The one-click unsubscribe URL (RFC 8058) put in the List-Unsubscribe "
+        "header of every email its recipient may turn off: an https:// URL with {token} where "
+        "the signed token goes, e.g. https://billing.example.com/unsubscribe?token={token}. "
+        "Empty: no such header. Needs unsubscribe_secret.",
+    )
+    unsubscribe_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="The HMAC-SHA256 key that signs and checks unsubscribe tokens (at least "
+        f"{UNSUBSCRIBE_SECRET_MIN_CHARS} characters). Changing it voids every link already "
+        "sent. Empty: recipients.unsubscribe refuses every token.",
+    )
+    unsubscribe_token_days: float = Field(
+        default=90.0,
+        gt=0,
+        description="How long an unsubscribe link works, counted from when its email was "
+        "queued; an expired one is refused.",
+    )
+
+    @field_validator("required_email_categories", mode="before")
+    @classmethod
+    def _category_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("unsubscribe_url")
+    @classmethod
+    def _url_template(cls, value: str) -> str:
+        if not value:
+            return value
+        if not value.startswith("https://"):
+            raise ValueError("must be an https:// URL (RFC 8058 one-click unsubscribe)")
+        if value.count("{token}") != 1:
+            raise ValueError("must contain {token} once, where the signed token goes")
+        if CONTROL_CHARACTERS.search(value) or " " in value or any(c in value for c in "<>"):
+            raise ValueError("must not contain spaces, angle brackets or control characters")
+        if len(value) - len("{token}") + _TOKEN_ROOM > UNSUBSCRIBE_URL_MAX_CHARS:
+            raise ValueError(
+                f"is too long: with a token it must fit the header's "
+                f"{UNSUBSCRIBE_URL_MAX_CHARS} characters"
+            )
+        return value
+
     worker_prefetch_multiplier: int = Field(
         default=1,
         ge=1,
@@ -229,6 +292,14 @@ class Settings(BaseSettings):
                 "task_soft_time_limit must be below task_time_limit, or the task is killed "
                 "before it is asked to stop"
             )
+        secret = self.unsubscribe_secret.get_secret_value()
+        if secret and len(secret) < UNSUBSCRIBE_SECRET_MIN_CHARS:
+            raise ValueError(
+                f"unsubscribe_secret must be at least {UNSUBSCRIBE_SECRET_MIN_CHARS} characters: "
+                "anyone who can guess it can unsubscribe anyone"
+            )
+        if self.unsubscribe_url and not secret:
+            raise ValueError("unsubscribe_url needs unsubscribe_secret to sign its tokens")
         window = self.processed_events_keep_days * 86400
         if window and window <= self.redis_visibility_timeout:
             raise ValueError(

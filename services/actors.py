@@ -11,9 +11,13 @@ CLIENT_AREA_EVENTS = frozenset(
     {
         "clients.update",
         "clients.set_billing_contact",
+        "clients.set_email_preferences",
         "contacts.add",
         "contacts.update",
         "contacts.delete",
+        # The token, not the actor, says whose mail it turns off; a client actor still acts
+        # on its own client only.
+        "recipients.unsubscribe",
     }
 )
 

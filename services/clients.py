@@ -53,6 +53,9 @@ def ensure_new_client(session: Session, client_id: str, email: str) -> None:
 
 def add_client(ctx: HandlerContext, event: AddClient) -> None:
     authorize(ctx.task_name, event, None)
+    if not event.invoice_emails:
+        # The holder's invoice preference, as clients.set_email_preferences sets it.
+        ctx.opt_outs.refuse_holder_opt_out(["invoice"])
     ensure_new_client(ctx.session, event.client_id, event.email)
     fields = event.model_dump(exclude=_ENVELOPE)
     client = Client(id=event.client_id, status=event.status, **fields)
@@ -75,6 +78,8 @@ def update_client(ctx: HandlerContext, event: UpdateClient) -> None:
     client = ctx.client(event.client_id)
     authorize(ctx.task_name, event, client)
     changes = event.changed_fields()
+    if changes.get("invoice_emails") is False:
+        ctx.opt_outs.refuse_holder_opt_out(["invoice"])
     if "email" in changes:
         ensure_email_free(ctx.session, str(changes["email"]), except_client=client.id)
     before = {name: getattr(client, name) for name in changes}

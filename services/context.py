@@ -11,6 +11,7 @@ from models.clients import Client, Contact
 from services import outbox
 from services.errors import UnknownReference
 from services.mail.queue import EmailQueue
+from services.opt_outs import OptOutPolicy
 
 
 def contact_key(client_id: str, contact_id: str) -> str:
@@ -26,6 +27,11 @@ class HandlerContext:
     emails: EmailQueue
     # Outbox rows staged by this event; published after the commit.
     staged: list[int] = field(default_factory=list)
+
+    @property
+    def opt_outs(self) -> OptOutPolicy:
+        """What recipients may turn off (the one policy the event's emails are queued with)."""
+        return self.emails.opt_outs
 
     def stage(self, task_name: str, kwargs: dict[str, Any]) -> None:
         message = outbox.stage(self.session, task_name, kwargs)

@@ -24,6 +24,8 @@ from models.contracts import (
     SendNotification,
     SetBillingContact,
     SetClientStatus,
+    SetEmailPreferences,
+    UnsubscribeRecipient,
     UpdateClient,
     UpdateContact,
     UpsertInvoice,
@@ -43,8 +45,11 @@ from services.inbox import claim_event
 from services.invoices import record_payment, upsert_invoice
 from services.mail.queue import EmailQueue
 from services.notifications import send_notification
+from services.opt_outs import DEFAULT_OPT_OUTS, OptOutPolicy
 from services.outbox import DELIVER_TASK, Publish, publish_staged
+from services.preferences import set_email_preferences
 from services.rejections import describe_validation_error, record_rejection
+from services.unsubscribe import unsubscribe_recipient
 from services.waiting import park
 
 Handler = Callable[[HandlerContext, Any], None]
@@ -73,10 +78,12 @@ HANDLERS: dict[type[Event], Handler] = {
     SetClientStatus: set_status,
     SetBillingContact: set_billing_contact,
     CloseClient: close_client,
+    SetEmailPreferences: set_email_preferences,
     AddContact: add_contact,
     UpdateContact: update_contact,
     DeleteContact: delete_contact,
     SendNotification: send_notification,
+    UnsubscribeRecipient: unsubscribe_recipient,
     UpsertService: upsert_service,
     UpsertInvoice: upsert_invoice,
     RecordPayment: record_payment,
@@ -127,12 +134,16 @@ def process_event(
     publish: Publish,
     company_name: str,
     deliver_now: DeliverNow | None = None,
+    opt_outs: OptOutPolicy = DEFAULT_OPT_OUTS,
 ) -> Result:
     """Rejected events are recorded and returned; transient failures raise for a retry."""
     try:
         event = parse_event(task_name, payload)
         digest = payload_digest(payload)
-        return _apply(task_name, event, digest, session_factory, publish, company_name, deliver_now)
+        return _apply(
+            task_name, event, digest, session_factory, publish, company_name, deliver_now,
+            opt_outs,
+        )  # fmt: skip
     except Rejected as exc:
         waiting_for = exc.waiting_for if isinstance(exc, UnknownReference) else None
         if (
@@ -166,8 +177,11 @@ def _apply(
     publish: Publish,
     company_name: str,
     deliver_now: DeliverNow | None,
+    opt_outs: OptOutPolicy,
 ) -> Result:
-    args = (task_name, event, digest, session_factory, publish, company_name, deliver_now)
+    args = (
+        task_name, event, digest, session_factory, publish, company_name, deliver_now, opt_outs,
+    )  # fmt: skip
     try:
         try:
             return _apply_once(*args, skip_logged_emails=False)
@@ -201,6 +215,7 @@ def _apply_once(
     publish: Publish,
     company_name: str,
     deliver_now: DeliverNow | None,
+    opt_outs: OptOutPolicy,
     *,
     skip_logged_emails: bool,
 ) -> Result:
@@ -211,7 +226,7 @@ def _apply_once(
                 raise Transient(f"event {event.event_id} left the inbox while being checked")
             return _seen_before(seen, task_name, digest)
         emails = EmailQueue(
-            uow.session, event.event_id, company_name, skip_logged=skip_logged_emails
+            uow.session, event.event_id, company_name, opt_outs, skip_logged=skip_logged_emails
         )
         ctx = HandlerContext(task_name, uow.session, emails)
         HANDLERS[type(event)](ctx, event)

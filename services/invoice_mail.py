@@ -12,6 +12,7 @@ from models.clients import Client
 from models.emails import EmailMessage
 from services.mail.queue import EmailQueue
 from services.money import CENT
+from services.opt_outs import OptOutPolicy
 from services.routing import Recipient, billing_contact_of
 
 TEMPLATES: dict[Notice, str] = {
@@ -76,13 +77,16 @@ def invoice_context(invoice: Invoice) -> dict[str, Any]:
 def queue_notice_emails(
     session: Session,
     company_name: str,
+    opt_outs: OptOutPolicy,
     invoice: Invoice,
     notice: Notice,
     recipients: list[Recipient],
     extra: dict[str, Any] | None = None,
 ) -> list[EmailMessage]:
     """Render and log one email per recipient (in the caller's transaction)."""
-    emails = EmailQueue(session, notice_event_id(invoice.id, notice), company_name, system=True)
+    emails = EmailQueue(
+        session, notice_event_id(invoice.id, notice), company_name, opt_outs, system=True
+    )
     context = {"invoice": invoice_context(invoice), "invoiced_to": invoiced_to(invoice.client)}
     context.update(extra or {})
     # All rendered before any is logged: if one cannot be, the caller has nothing to undo.

@@ -157,7 +157,7 @@ def record_payment(ctx: HandlerContext, event: RecordPayment) -> None:
 
 def _confirm_payment(ctx: HandlerContext, invoice: Invoice, event: RecordPayment) -> None:
     """One Payment Confirmation per invoice, guarded like the scheduled notices."""
-    recipients = route_invoice_recipients(invoice.client)
+    recipients = route_invoice_recipients(invoice.client, ctx.opt_outs.required)
     outcome = NoticeOutcome.SENT if recipients else NoticeOutcome.NO_RECIPIENT
     notice = Notice.PAYMENT_CONFIRMATION
     row = {
@@ -178,6 +178,7 @@ def _confirm_payment(ctx: HandlerContext, invoice: Invoice, event: RecordPayment
     messages = queue_notice_emails(
         ctx.session,
         ctx.emails.company_name,
+        ctx.opt_outs,
         invoice,
         notice,
         recipients,

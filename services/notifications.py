@@ -11,7 +11,7 @@ from services.routing import route_recipients
 def send_notification(ctx: HandlerContext, event: SendNotification) -> None:
     client = ctx.client(event.client_id)
     authorize(ctx.task_name, event, client)
-    for recipient in route_recipients(client, event.category):
+    for recipient in route_recipients(client, event.category, ctx.opt_outs.required):
         ctx.emails.queue(
             client=client,
             recipient=recipient,

@@ -15,6 +15,7 @@ from tasks import runtime
 from tasks.base import ClientflowTask
 from tasks.emails import deliver_after_commit
 from tasks.failures import retry_or_bury
+from tasks.policy import opt_out_policy
 
 
 def event_task(name: str) -> Task[..., str]:
@@ -39,6 +40,7 @@ def event_task(name: str) -> Task[..., str]:
                 publish=runtime.publish,
                 company_name=get_settings().company_name,
                 deliver_now=deliver_after_commit,
+                opt_outs=opt_out_policy(),
             )
         except Exception as exc:
             retry_or_bury(self, payload, exc)

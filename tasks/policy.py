@@ -1,10 +1,22 @@
-"""The invoice run's policy (lead time, notice days, batch size) as the settings give it."""
+"""Policies as the settings give them: the invoice run's (lead time, notice days, batch size)
+and what recipients may opt out of."""
 
 from __future__ import annotations
 
 from models.settings import get_settings
 from services.invoice_run.run import RunPolicy
 from services.invoice_run.schedule import NoticeSchedule
+from services.opt_outs import OptOutPolicy
+
+
+def opt_out_policy() -> OptOutPolicy:
+    settings = get_settings()
+    return OptOutPolicy(
+        required=frozenset(settings.required_email_categories),
+        unsubscribe_url=settings.unsubscribe_url,
+        secret=settings.unsubscribe_secret.get_secret_value().encode(),
+        token_lifetime_seconds=settings.unsubscribe_token_days * 86400,
+    )
 
 
 def invoice_run_policy() -> RunPolicy:
@@ -17,4 +29,5 @@ def invoice_run_policy() -> RunPolicy:
         ),
         batch_size=settings.invoice_batch_size,
         company_name=settings.company_name,
+        opt_outs=opt_out_policy(),
     )

@@ -64,6 +64,11 @@ def event(client_id: str = "C1", **fields: Any) -> dict[str, Any]:
     return {"event_id": event_id(), "client_id": client_id, **fields}
 
 
+def unsubscribe(token: str, **overrides: Any) -> dict[str, Any]:
+    """recipients.unsubscribe as a link's handler publishes it: an event id and the token."""
+    return {"event_id": event_id(), "token": token, **overrides}
+
+
 def client_actor(client_id: str) -> dict[str, Any]:
     return {"kind": "client", "client_id": client_id}
 

@@ -25,6 +25,8 @@ VALID: dict[str, Callable[[], dict[str, Any]]] = {
     "clients.set_status": lambda: payloads.event("C1", status="Inactive"),
     "clients.set_billing_contact": lambda: payloads.event("C1", contact_id="K1"),
     "clients.close": lambda: payloads.event("C1"),
+    "clients.set_email_preferences": lambda: payloads.event("C1", general=False),
+    "recipients.unsubscribe": lambda: payloads.unsubscribe("claims.signature", client_id="C1"),
     "contacts.add": lambda: payloads.contact("K1", "C1"),
     "contacts.update": lambda: payloads.event("C1", contact_id="K1", firstname="Charles"),
     "contacts.delete": lambda: payloads.event("C1", contact_id="K1"),

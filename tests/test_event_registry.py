@@ -14,4 +14,4 @@ def test_every_event_has_its_contract_its_handler_and_its_task() -> None:
     own_tasks = {"emails.deliver", "invoices.run", "outbox.relay", "ops.housekeeping"}
     assert set(HANDLERS) == set(EVENTS.values())
     assert ours - own_tasks == set(EVENTS)
-    assert len(EVENTS) == 12
+    assert len(EVENTS) == 14

@@ -43,7 +43,9 @@ def test_non_ascii_names_subjects_and_bodies_read_back_as_written() -> None:
     assert message.get_body(("html",)).get_content() == "<p>Merci, Zoë</p>"
 
 
-@pytest.mark.parametrize("field", ["subject", "to_name", "template", "event_id"])
+@pytest.mark.parametrize(
+    "field", ["subject", "to_name", "template", "event_id", "list_unsubscribe"]
+)
 @pytest.mark.parametrize("breaker", ["\r\nBcc: x@example.org", "\nBcc: x@example.org", "\u2028"])
 def test_a_value_with_a_line_break_is_refused_not_written_as_a_header(
     field: str, breaker: str
@@ -55,3 +57,13 @@ def test_a_value_with_a_line_break_is_refused_not_written_as_a_header(
 def test_a_configured_sender_with_a_line_break_is_refused() -> None:
     with pytest.raises(ValueError, match="From header"):
         compose(row(), "billing@host.example\r\nBcc: x@example.org")
+
+
+def test_a_row_with_an_unsubscribe_url_gets_both_rfc_8058_headers() -> None:
+    url = "https://billing.example.com/unsubscribe?token=abc.def"
+    message = parsed(row(list_unsubscribe=url))
+    assert message["List-Unsubscribe"] == f"<{url}>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    plain = parsed(row())
+    assert plain["List-Unsubscribe"] is None
+    assert plain["List-Unsubscribe-Post"] is None

@@ -15,6 +15,7 @@ from models.contracts.clients import (
 from models.contracts.common import ENVELOPE_FIELDS, Actor, Category, Event
 from models.contracts.contacts import AddContact, DeleteContact, UpdateContact
 from models.contracts.notifications import SendNotification
+from models.contracts.preferences import SetEmailPreferences, UnsubscribeRecipient
 from models.contracts.version import CONTRACT_VERSION, newer_version_problem
 
 EVENTS: dict[str, type[Event]] = {
@@ -23,10 +24,12 @@ EVENTS: dict[str, type[Event]] = {
     "clients.set_status": SetClientStatus,
     "clients.set_billing_contact": SetBillingContact,
     "clients.close": CloseClient,
+    "clients.set_email_preferences": SetEmailPreferences,
     "contacts.add": AddContact,
     "contacts.update": UpdateContact,
     "contacts.delete": DeleteContact,
     "notifications.send": SendNotification,
+    "recipients.unsubscribe": UnsubscribeRecipient,
     "services.upsert": UpsertService,
     "invoices.upsert": UpsertInvoice,
     "invoices.record_payment": RecordPayment,
@@ -54,6 +57,8 @@ __all__ = [
     "SendNotification",
     "SetBillingContact",
     "SetClientStatus",
+    "SetEmailPreferences",
+    "UnsubscribeRecipient",
     "UpdateClient",
     "UpdateContact",
     "UpsertInvoice",

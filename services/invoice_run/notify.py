@@ -16,6 +16,7 @@ from models.billing import Invoice, InvoiceNotice, InvoiceStatus, Notice, Notice
 from models.clients import Client
 from services.invoice_mail import queue_notice_emails
 from services.invoice_run.schedule import NoticeSchedule, decide
+from services.opt_outs import OptOutPolicy
 from services.redaction import redact_addresses
 from services.routing import Recipient, route_invoice_recipients
 from services.sql import insert_new_rows
@@ -76,6 +77,7 @@ def notify_batch(
     schedule: NoticeSchedule,
     run_id: int | None,
     company_name: str,
+    opt_outs: OptOutPolicy,
 ) -> Notified:
     """Claim each notice by inserting its row; only a claim we won renders and logs emails.
 
@@ -97,7 +99,7 @@ def notify_batch(
         for notice in skipped:
             rows.append(_row(invoice, notice, NoticeOutcome.SKIPPED, run_id, 0))
         if send is not None:
-            recipients = route_invoice_recipients(invoice.client)
+            recipients = route_invoice_recipients(invoice.client, opt_outs.required)
             outcome = NoticeOutcome.SENT if recipients else NoticeOutcome.NO_RECIPIENT
             rows.append(_row(invoice, send, outcome, run_id, len(recipients)))
             planned[invoice.id] = (send, recipients)
@@ -121,7 +123,9 @@ def notify_batch(
             result.no_recipient += 1
             continue
         try:
-            messages = queue_notice_emails(session, company_name, invoice, notice, recipients)
+            messages = queue_notice_emails(
+                session, company_name, opt_outs, invoice, notice, recipients
+            )
         except DBAPIError:
             raise  # the database, not this invoice: the batch is retried
         except Exception as exc:

@@ -26,6 +26,7 @@ from services.invoice_run.counting import counting_statements
 from services.invoice_run.generate import generate_batch, select_services
 from services.invoice_run.notify import notify_batch, select_invoices
 from services.invoice_run.schedule import STAGES, NoticeSchedule
+from services.opt_outs import DEFAULT_OPT_OUTS, OptOutPolicy
 from services.outbox import DELIVER_TASK, Publish
 from services.redaction import redact_addresses
 
@@ -52,6 +53,7 @@ class RunPolicy:
     schedule: NoticeSchedule
     batch_size: int
     company_name: str
+    opt_outs: OptOutPolicy = DEFAULT_OPT_OUTS
 
 
 def new_counts() -> dict[str, Any]:
@@ -135,6 +137,7 @@ def _notify(
             schedule=policy.schedule,
             run_id=run_id,
             company_name=policy.company_name,
+            opt_outs=policy.opt_outs,
         )
         staged = []
         if notified.email_ids:

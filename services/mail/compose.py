@@ -25,6 +25,8 @@ from models.emails import EmailMessage
 # UTF-8 bodies as quoted-printable: readable in the raw message, and lines stay under 78.
 _BODY_CHARSET = Charset("utf-8")
 _BODY_CHARSET.body_encoding = QP
+# Headers whose value is a URL: never folded (see _Policy._unfoldable).
+_UNFOLDED = frozenset({"List-Unsubscribe"})
 
 
 class _Policy(Compat32):
@@ -44,13 +46,25 @@ class _Policy(Compat32):
             and len(name) + 2 + len(value) <= (self.max_line_length or 78)
         )
 
+    def _unfoldable(self, name: str, value: object) -> bool:
+        """A URL header is written on one line (up to RFC 5322's 998 characters): folding
+        would put whitespace inside the URL, where not every receiver takes it out again."""
+        return (
+            name in _UNFOLDED
+            and isinstance(value, str)
+            and value.isascii()
+            and "\n" not in value
+            and "\r" not in value
+            and len(name) + 2 + len(value) <= 998
+        )
+
     def fold(self, name: str, value: str) -> str:
-        if self._fits(name, value):
+        if self._fits(name, value) or self._unfoldable(name, value):
             return f"{name}: {value}{self.linesep}"
         return super().fold(name, value)
 
     def fold_binary(self, name: str, value: str) -> bytes:
-        if self._fits(name, value):
+        if self._fits(name, value) or self._unfoldable(name, value):
             return f"{name}: {value}{self.linesep}".encode("ascii")
         return super().fold_binary(name, value)
 
@@ -109,6 +123,12 @@ def compose(message: EmailMessage, mail_from: str, reply_to: str | None = None) 
     mime["X-Clientflow-Idempotency-Key"] = message.idempotency_key
     mime["X-Clientflow-Event-Id"] = _header_text("X-Clientflow-Event-Id", message.event_id)  # type: ignore[assignment]
     mime["X-Clientflow-Template"] = _checked("X-Clientflow-Template", message.template)
+    if message.list_unsubscribe:
+        # RFC 8058 one-click: a mail client offers "unsubscribe" and POSTs
+        # List-Unsubscribe=One-Click to the URL, whose handler publishes recipients.unsubscribe.
+        url = _checked("List-Unsubscribe", message.list_unsubscribe)
+        mime["List-Unsubscribe"] = f"<{url}>"
+        mime["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     mime.attach(_text_part(message.body_text, "plain"))
     mime.attach(_text_part(message.body_html, "html"))
     return mime

@@ -14,6 +14,7 @@ from models.base import utcnow
 from models.clients import Client
 from models.emails import EmailMessage, EmailStatus
 from services.mail.render import render_email
+from services.opt_outs import OptOutPolicy
 from services.routing import Recipient
 
 # Keys of the emails clientflow owes on its own account (invoice notices) are hashed with this
@@ -62,6 +63,9 @@ class EmailQueue:
     session: Session
     event_id: str
     company_name: str
+    # Which emails get an unsubscribe link, signed here: the recipient (holder or which
+    # contact, and whether by a flag of its own) is known now, and is not in the row.
+    opt_outs: OptOutPolicy
     # True for emails clientflow owes on its own account (their event id is synthetic).
     system: bool = False
     # Leave out an email whose idempotency key the log already has (one round trip per email:
@@ -133,6 +137,7 @@ class EmailQueue:
             to_address=recipient.email,
             to_name=recipient.name,
             subject=rendered.subject,
+            list_unsubscribe=self.opt_outs.unsubscribe_link(client.id, recipient, category),
             body_text=rendered.text,
             body_html=rendered.html,
             status=EmailStatus.QUEUED,

@@ -1,6 +1,6 @@
 """Resends: an email an operator sent again points at the message first sent.
 
-Revision ID: 0008_resend
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-11-30
 """
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008_resend"
+revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
