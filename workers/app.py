@@ -14,7 +14,8 @@ from kombu import Exchange, Queue
 
 from models.settings import Settings, get_settings
 from workers import signals as _process_signals  # noqa: F401  (connects the process hooks)
-from workers.broker import redis_transport
+from workers.broker import rabbitmq, redis_transport
+from workers.broker.dead_letters import DeadLetterRecorder
 from workers.telemetry import hooks as _ops_hooks  # noqa: F401  (connects the ops signal handlers)
 
 # The app's own transports, named in its configuration (broker_transport) instead of rebinding
@@ -86,6 +87,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # queue="events" still reaches a worker instead of waiting forever.
             Queue("celery", Exchange("celery", type="direct"), routing_key="celery"),
         ),
+        # (On RabbitMQ the queues are quorum queues on topic exchanges: rabbitmq.amqp_config.)
         "task_routes": {"emails.*": {"queue": "emails"}},
         # Task events cost broker messages on every task; Flower and `celery events` switch
         # the workers' on while they watch (enable_events), so they are off unless asked for.
@@ -94,6 +96,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
     }
+    if rabbitmq.is_amqp(settings.broker_url):
+        # Quorum queues, publisher confirms, native delayed retries: workers/broker/rabbitmq.py.
+        config.update(rabbitmq.amqp_config(settings))
     scheme = settings.broker_url.partition("://")[0]
     if scheme in TRANSPORTS:
         config["broker_transport"] = TRANSPORTS[scheme]
@@ -151,6 +156,8 @@ def create_app(settings: Settings | None = None) -> Celery:
     line (workers/cli).
     """
     celery = Celery("clientflow", include=TASK_MODULES)
+    # Drains RabbitMQ's dead-letter queue into the rejected events; includes itself on AMQP only.
+    celery.steps["consumer"].add(DeadLetterRecorder)
     if settings is None:
         celery.add_defaults(lambda: configure(get_settings()))
     else:
