@@ -13,6 +13,7 @@ from pathlib import Path
 import payloads
 import pytest
 from celery import Celery
+from ops_helpers import run_ops, status_json
 from rabbitmq_server import Vhost
 from smtp_sink import SmtpSink
 from sqlalchemy import select
@@ -197,3 +198,42 @@ def test_a_message_the_broker_dead_letters_is_recorded_with_the_brokers_reason(
         assert session.scalars(select(RejectedEvent.event_id)).all() == [payload["event_id"]]
     second.wait_idle()
     assert rabbitmq_vhost.queues()[DEAD_LETTER_QUEUE].messages == 0
+
+
+def test_ops_status_reads_queue_depths_from_rabbitmq(
+    rabbit_worker_factory: WorkerFactory, smtp: SmtpSink
+) -> None:
+    first = rabbit_worker_factory()
+    before = status_json(first)  # a vhost where no worker has declared anything yet
+    assert before.problems == [
+        "broker: no queue celery, emails, events, dead-letter yet: start a worker, "
+        "which declares them"
+    ]
+
+    first.start()  # declares the queues
+    first.stop()
+    events = [payloads.client(f"C{i}") for i in range(3)]
+    for payload in events:
+        first.publish("clients.add", payload)
+    snapshot = status_json(first)
+    assert {q.name: q.depth for q in snapshot.queues} == {
+        "celery": 0, "emails": 0, "events": 3, DEAD_LETTER_QUEUE: 0,
+    }  # fmt: skip
+    assert snapshot.problems == []
+    # Neither is available over AMQP: None in the JSON, said in words in the table.
+    assert {(q.oldest_age_seconds, q.unacked) for q in snapshot.queues} == {(None, None)}
+    human = run_ops(first, "status", check=False).stdout
+    row = next(line for line in human.splitlines() if line.startswith("│ events "))
+    assert [cell.strip() for cell in row.strip("│").split("│")][:4] == [
+        "events", "3", "not available", "not available",
+    ], human  # fmt: skip
+    assert "not available: RabbitMQ does not tell over AMQP" in human
+
+    second = rabbit_worker_factory()
+    second.start()
+    second.wait_applied(*(p["event_id"] for p in events))
+    smtp.wait_for(3)
+    snapshot = status_json(second)
+    assert snapshot.workers is not None
+    assert [w.name for w in snapshot.workers] == [second.hostname]
+    assert snapshot.queues[[q.name for q in snapshot.queues].index("events")].depth == 0
