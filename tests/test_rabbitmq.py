@@ -148,6 +148,21 @@ def test_a_retry_waits_in_the_broker_not_in_the_worker(
     assert worker.app.control.inspect(timeout=2).scheduled() == {worker.hostname: []}
 
 
+def test_a_retry_due_in_under_a_second_is_retried_not_dead_lettered(
+    rabbit_worker: WorkerProcess, smtp: SmtpSink
+) -> None:
+    """Celery's native delayed delivery raised ValueError for a countdown under 1 s, and the
+    retry was rejected into the dead-letter queue (ClientflowCelery rounds it up)."""
+    smtp.temp_fail_data = 1  # the delivery's first DATA gets a 451: a retry 0.1-0.2 s away
+    payload = payloads.client("C6")
+    rabbit_worker.publish("clients.add", payload)
+
+    (received,) = smtp.wait_for(1)
+    assert received.rcpt_tos == [payload["email"]]
+    rabbit_worker.wait_idle()
+    assert rabbit_worker.rows(RejectedEvent) == []
+
+
 def test_an_undecodable_message_is_recorded_with_its_reason_and_the_next_flows(
     rabbit_worker: WorkerProcess, rabbitmq_vhost: Vhost
 ) -> None:
