@@ -212,6 +212,24 @@ class RedisQueue:
         self.client.lpush("events", kombu_envelope(body, headers, properties=properties))
 
 
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def amqp_carriable(value: Any) -> Any:
+    """A header value as an AMQP field table can carry it: integers are 64-bit on the wire, so
+    a larger one (hypothesis finds 2**63) cannot be published at all; it is clamped, and stays
+    an integer where a string was due."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return max(INT64[0], min(INT64[1], value))
+    if isinstance(value, list):
+        return [amqp_carriable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: amqp_carriable(item) for key, item in value.items()}
+    return value
+
+
 class AmqpQueue:
     """The default exchange, routing key `events`, publisher confirms, one connection."""
 
@@ -239,7 +257,7 @@ class AmqpQueue:
             body,
             exchange="",
             routing_key="events",
-            headers=headers,
+            headers=amqp_carriable(headers),
             content_type=content_type,
             content_encoding=encoding,
         )
