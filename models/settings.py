@@ -254,6 +254,14 @@ class Settings(BaseSettings):
             )
         return value
 
+    amqp_delivery_limit: int = Field(
+        default=20,
+        ge=1,
+        description="RabbitMQ only: a message handed out this many times without being "
+        "acknowledged (its worker died each time, or it was returned) is dead-lettered "
+        "instead of handed out again, and recorded as a rejected event (x-delivery-limit).",
+    )
+
     worker_prefetch_multiplier: int = Field(
         default=1,
         ge=1,

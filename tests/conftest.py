@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rabbitmq_server import Node, Vhost, find_or_start_rabbitmq
 from servers import (
     ServerUnavailable,
     create_database,
@@ -33,6 +34,7 @@ REDIS_URL = os.environ.get("CLIENTFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 ADMIN_DATABASE_URL = os.environ.get(
     "CLIENTFLOW_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+RABBITMQ_URL = os.environ.get("CLIENTFLOW_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 COMPANY = "Test Hosting"
 
 
@@ -47,6 +49,26 @@ def redis_url() -> Iterator[str]:
     yield url
     if server is not None:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_node() -> Iterator[Node]:
+    """The machine's RabbitMQ, or a throwaway node; the tests that need it are skipped, with
+    one line saying why, only where rabbitmq-server is not installed (tests/rabbitmq_server.py)."""
+    try:
+        node = find_or_start_rabbitmq(RABBITMQ_URL)
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+    yield node
+    node.close()
+
+
+@pytest.fixture
+def rabbitmq_vhost(rabbitmq_node: Node) -> Iterator[Vhost]:
+    """A vhost of the test's own, deleted after it: tests never see each other's queues."""
+    vhost = rabbitmq_node.add_vhost()
+    yield vhost
+    vhost.delete()
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import payloads
+from rabbitmq_server import Vhost
 from smtp_sink import SmtpSink
 from sqlalchemy import func, select
 from worker_process import WorkerProcess, wait_until
@@ -239,9 +240,11 @@ def fault_worker(
     smtp_url: str,
     workdir: Path,
     flush: bool,
+    vhost: Vhost | None = None,
 ) -> WorkerProcess:
     return WorkerProcess(
         broker_url=broker_url,
+        vhost=vhost,
         database_url=database_url,
         smtp_url=smtp_url,
         workdir=workdir,

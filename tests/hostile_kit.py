@@ -4,6 +4,9 @@ silenced a worker, as Hypothesis strategies, and how to publish each.
 Every case here must end as exactly one rejected_events row with a reason, whatever layer
 refuses it: the Redis channel (not a kombu envelope), the consumer (not a task message, too
 deep), the contract (invalid values) or a handler (a template that cannot render it).
+
+What is not a Celery message goes straight into the queue, below Celery: a Redis list entry
+(RedisQueue), or an AMQP message with any body and headers (AmqpQueue).
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 
 import payloads
 import redis
 from celery import Celery
 from hypothesis import strategies as st
+from kombu import Connection
 from wire import kombu_envelope, nested, task_headers
 
 # The client every fuzzed notification and invoice names; the test adds it first, so those
@@ -183,7 +187,86 @@ def bad_messages() -> st.SearchStrategy[tuple[str, Any]]:
     )
 
 
-def publish_bad(app: Celery, raw: redis.Redis, kind: str, content: Any) -> str:
+class RawQueue(Protocol):
+    """The `events` queue, written to below Celery."""
+
+    def entry(self, raw: bytes) -> None:
+        """Something that is not a message at all."""
+
+    def message(
+        self, body: bytes, headers: dict[str, Any], properties: dict[str, Any] | None = None
+    ) -> None:
+        """A message with any body and headers; `properties`, the transport's own, spoilt."""
+
+
+class RedisQueue:
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def entry(self, raw: bytes) -> None:
+        self.client.lpush("events", raw)
+
+    def message(
+        self, body: bytes, headers: dict[str, Any], properties: dict[str, Any] | None = None
+    ) -> None:
+        self.client.lpush("events", kombu_envelope(body, headers, properties=properties))
+
+
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def amqp_carriable(value: Any) -> Any:
+    """A header value as an AMQP field table can carry it: integers are 64-bit on the wire, so
+    a larger one (hypothesis finds 2**63) cannot be published at all; it is clamped, and stays
+    an integer where a string was due."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return max(INT64[0], min(INT64[1], value))
+    if isinstance(value, list):
+        return [amqp_carriable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: amqp_carriable(item) for key, item in value.items()}
+    return value
+
+
+class AmqpQueue:
+    """The default exchange, routing key `events`, publisher confirms, one connection."""
+
+    def __init__(self, url: str) -> None:
+        self.connection = Connection(url, transport_options={"confirm_publish": True})
+        self.producer = self.connection.Producer()
+
+    def entry(self, raw: bytes) -> None:
+        self._publish(raw, {}, "application/json")
+
+    def message(
+        self, body: bytes, headers: dict[str, Any], properties: dict[str, Any] | None = None
+    ) -> None:
+        # An AMQP message's properties are the broker's (no delivery tag or info to spoil);
+        # what a publisher can spoil is its content type: one the worker must not decode.
+        if properties is None:
+            self._publish(body, headers, "application/json", "utf-8")
+        else:
+            self._publish(body, headers, "application/x-python-serialize", "binary")
+
+    def _publish(
+        self, body: bytes, headers: dict[str, Any], content_type: str, encoding: str = "utf-8"
+    ) -> None:
+        self.producer.publish(
+            body,
+            exchange="",
+            routing_key="events",
+            headers=amqp_carriable(headers),
+            content_type=content_type,
+            content_encoding=encoding,
+        )
+
+    def close(self) -> None:
+        self.connection.release()
+
+
+def publish_bad(app: Celery, raw: RawQueue, kind: str, content: Any) -> str:
     """Publish one case; returns the label it is counted under."""
     if kind in ("payload", "header-breaking character", "extreme date"):
         label, payload = content
@@ -195,25 +278,24 @@ def publish_bad(app: Celery, raw: redis.Redis, kind: str, content: Any) -> str:
     elif kind == "positional":
         app.send_task("clients.update", args=content)
     elif kind in ("raw bytes", "raw text"):
-        raw.lpush("events", content if isinstance(content, bytes) else content.encode())
+        raw.entry(content if isinstance(content, bytes) else content.encode())
     elif kind == "undecodable body":
-        raw.lpush("events", kombu_envelope(b"\xff" + content, task_headers("clients.add")))
+        raw.message(b"\xff" + content, task_headers("clients.add"))
     elif kind == "no task header":
-        raw.lpush("events", kombu_envelope(content, {"id": "no-task"}))
+        raw.message(content, {"id": "no-task"})
     elif kind == "wire body":
-        raw.lpush("events", kombu_envelope(content, task_headers("clients.add")))
+        raw.message(content, task_headers("clients.add"))
     elif kind == "wire headers":
         body = json.dumps([[], payloads.client("B1", email="not an address"), {}]).encode()
-        raw.lpush("events", kombu_envelope(body, content))
+        raw.message(body, content)
     elif kind == "wire properties":
         body = json.dumps([[], payloads.client("B1", email="not an address"), {}]).encode()
-        raw.lpush("events", kombu_envelope(body, task_headers("clients.add"),
-                                           properties=content))  # fmt: skip
+        raw.message(body, task_headers("clients.add"), properties=content)
     elif kind == "deep context":
         context = {"title": "t", "message": "m", "deep": nested(content)}
         app.send_task("notifications.send", kwargs=payloads.notification(HOLDER, context=context))
     elif kind == "deep entry":
-        raw.lpush("events", b"[" * content + b"]" * content)
+        raw.entry(b"[" * content + b"]" * content)
     else:
         raise AssertionError(f"unknown kind {kind}")
     return kind

@@ -7,11 +7,14 @@ state (see fault_kit.py). Each prints one FAULTS line with its figures.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import payloads
 import psycopg
@@ -28,8 +31,9 @@ from fault_kit import (
     settle,
     wait_for_progress,
 )
-from hostile_kit import HOLDER, bad_messages, publish_bad
+from hostile_kit import HOLDER, AmqpQueue, RawQueue, RedisQueue, bad_messages, publish_bad
 from hypothesis import HealthCheck, given, settings
+from rabbitmq_server import Node, Vhost, throwaway_node
 from servers import RedisServer
 from smtp_sink import SmtpSink
 from sqlalchemy import func, select
@@ -44,35 +48,37 @@ from workers.app import create_app
 pytestmark = [pytest.mark.faults, pytest.mark.worker]
 
 
-class Rig:
-    """One fault test's world: its own Redis, a fresh database, the SMTP sink, a worker."""
+class FaultBroker(Protocol):
+    """The broker a fault test breaks: its own redis-server, or a RabbitMQ vhost."""
 
-    def __init__(self, redis: RedisServer, database_url: str, smtp: SmtpSink, root: Path) -> None:
-        self.redis = redis
-        self.database_url = database_url
-        self.smtp = smtp
-        self.root = root
-        self.engine = make_engine(database_url)
-        self.sessions: SessionFactory = make_session_factory(self.engine)
-        self.starts = 0
-        self.worker = self._new_worker(flush=True)
+    url: str
 
-    def _new_worker(self, flush: bool) -> WorkerProcess:
-        self.starts += 1
-        worker = fault_worker(
-            broker_url=self.redis.url,
-            database_url=self.database_url,
-            smtp_url=self.smtp.url,
-            workdir=self.root / f"worker-{self.starts}",
-            flush=flush,
-        )
-        worker.start()
-        return worker
+    def stop(self) -> None: ...
+    def start(self) -> None: ...
+    def state(self) -> str: ...
+    def raw_queue(self) -> RawQueue: ...
+    def close(self) -> None: ...
 
-    def broker_state(self) -> str:
+
+class RedisBroker:
+    """Its own redis-server with AOF, on a free port: stopping it disturbs nobody."""
+
+    def __init__(self) -> None:
+        self.server = RedisServer(persistent=True)
+        self.server.start()
+        self.url = self.server.url
+        self._clients: list[redis.Redis] = []
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def start(self) -> None:
+        self.server.start()
+
+    def state(self) -> str:
         """What Redis holds when a test does not settle: queues, unacked entries, the mutex."""
         try:
-            client = redis.Redis.from_url(self.redis.url)
+            client = redis.Redis.from_url(self.url)
             now = time.time()
             entries: Any = client.zrange("unacked_index", 0, -1, withscores=True)
             ages = [round(now - float(score), 1) for _, score in entries]
@@ -87,6 +93,82 @@ class Rig:
         except redis.RedisError as exc:
             return f"unreadable: {exc}"
 
+    def raw_queue(self) -> RawQueue:
+        client = redis.Redis.from_url(self.url)
+        self._clients.append(client)
+        return RedisQueue(client)
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+        self.server.close()
+
+
+class RabbitBroker:
+    """A vhost of the test's own. On the machine's shared node it cannot be stopped; a test
+    that stops the broker gets a throwaway node of its own (own_node)."""
+
+    def __init__(self, vhost: Vhost, own_node: Node | None = None) -> None:
+        self.vhost = vhost
+        self.url = vhost.url
+        self._own_node = own_node
+        self._queues: list[AmqpQueue] = []
+
+    def stop(self) -> None:
+        if self._own_node is None:
+            raise RuntimeError("the shared RabbitMQ node is never stopped: use own_node")
+        self._own_node.stop_app()
+
+    def start(self) -> None:
+        if self._own_node is None:
+            raise RuntimeError("the shared RabbitMQ node is never stopped: use own_node")
+        self._own_node.start_app()
+
+    def state(self) -> str:
+        try:
+            return str(self.vhost.queues())
+        except Exception as exc:  # a node that is down or a rabbitmqctl that timed out
+            return f"unreadable: {exc}"
+
+    def raw_queue(self) -> RawQueue:
+        queue = AmqpQueue(self.url)
+        self._queues.append(queue)
+        return queue
+
+    def close(self) -> None:
+        for queue in self._queues:
+            queue.close()
+        self.vhost.delete()
+        if self._own_node is not None:
+            self._own_node.close()
+
+
+class Rig:
+    """One fault test's world: its own broker, a fresh database, the SMTP sink, a worker."""
+
+    def __init__(self, broker: FaultBroker, database_url: str, smtp: SmtpSink, root: Path) -> None:
+        self.broker = broker
+        self.database_url = database_url
+        self.smtp = smtp
+        self.root = root
+        self.engine = make_engine(database_url)
+        self.sessions: SessionFactory = make_session_factory(self.engine)
+        self.starts = 0
+        self.worker = self._new_worker(flush=True)
+
+    def _new_worker(self, flush: bool) -> WorkerProcess:
+        self.starts += 1
+        worker = fault_worker(
+            broker_url=self.broker.url,
+            vhost=self.broker.vhost if isinstance(self.broker, RabbitBroker) else None,
+            database_url=self.database_url,
+            smtp_url=self.smtp.url,
+            workdir=self.root / f"worker-{self.starts}",
+            flush=flush,
+        )
+        worker.start()
+        return worker
+
     def restart_worker(self) -> None:
         self.worker = self._new_worker(flush=False)
 
@@ -95,19 +177,70 @@ class Rig:
         self.engine.dispose()
 
 
-@pytest.fixture
-def rig(new_postgres_database: Callable[[], str], smtp: SmtpSink, tmp_path: Path) -> Iterator[Rig]:
-    with RedisServer(persistent=True) as redis:
-        world = Rig(redis, new_postgres_database(), smtp, tmp_path)
+BROKERS = ["redis", "rabbitmq"]
+
+
+def make_broker(kind: str, request: pytest.FixtureRequest, *, stoppable: bool) -> FaultBroker:
+    if kind == "redis":
+        return RedisBroker()
+    if stoppable:
+        # Checks (and skips without) rabbitmq-server first, as every RabbitMQ test does.
+        request.getfixturevalue("rabbitmq_node")
+        node: Node = throwaway_node()
+        return RabbitBroker(node.add_vhost(), own_node=node)
+    shared: Node = request.getfixturevalue("rabbitmq_node")
+    return RabbitBroker(shared.add_vhost())
+
+
+@contextlib.contextmanager
+def rig_on(
+    kind: str,
+    request: pytest.FixtureRequest,
+    database_url: str,
+    smtp: SmtpSink,
+    root: Path,
+    *,
+    stoppable: bool = False,
+) -> Iterator[Rig]:
+    broker = make_broker(kind, request, stoppable=stoppable)
+    try:
+        world = Rig(broker, database_url, smtp, root)
         try:
             yield world
         finally:
             world.close()
+    finally:
+        broker.close()
+
+
+@pytest.fixture(params=BROKERS)
+def rig(
+    request: pytest.FixtureRequest,
+    new_postgres_database: Callable[[], str],
+    smtp: SmtpSink,
+    tmp_path: Path,
+) -> Iterator[Rig]:
+    with rig_on(request.param, request, new_postgres_database(), smtp, tmp_path) as world:
+        yield world
+
+
+@pytest.fixture(params=BROKERS)
+def stoppable_rig(
+    request: pytest.FixtureRequest,
+    new_postgres_database: Callable[[], str],
+    smtp: SmtpSink,
+    tmp_path: Path,
+) -> Iterator[Rig]:
+    """A rig whose broker the test may stop: never the machine's shared RabbitMQ node."""
+    with rig_on(
+        request.param, request, new_postgres_database(), smtp, tmp_path, stoppable=True
+    ) as world:
+        yield world
 
 
 def run_stream(rig: Rig, fault: Callable[[], dict[str, object]], expect_failed: int = 0) -> Audit:
     events = event_stream()
-    publisher = Publisher(rig.redis.url, events)
+    publisher = Publisher(rig.broker.url, events)
     publisher.start()
     figures = fault()
     publisher.join_and_check()
@@ -115,7 +248,7 @@ def run_stream(rig: Rig, fault: Callable[[], dict[str, object]], expect_failed: 
         settle(rig.sessions, rig.smtp, events, expect_failed)
     except AssertionError as exc:
         raise AssertionError(
-            f"{exc}\nbroker: {rig.broker_state()}\nworker log tail:\n{rig.worker.log_tail(60)}"
+            f"{exc}\nbroker: {rig.broker.state()}\nworker log tail:\n{rig.worker.log_tail(60)}"
         ) from None
     result = audit(rig.sessions, rig.smtp, len(events))
     print(result.line(publish_retries=publisher.publish_retries, **figures))
@@ -142,13 +275,45 @@ def test_worker_killed_with_sigkill_mid_stream(rig: Rig) -> None:
     assert sum(result.duplicated.values()) <= 4 * 2
 
 
-def test_redis_stopped_for_ten_seconds_mid_stream(rig: Rig) -> None:
+def test_pool_process_killed_with_sigkill_mid_stream(rig: Rig) -> None:
+    """A pool process dies mid-task (the OOM killer, a crash in a C extension): Celery starts
+    another and gives its message back (task_reject_on_worker_lost); the worker carries on."""
+    pid = rig.worker.pid
+
+    def kill_pool_processes() -> dict[str, object]:
+        kills = 0
+        for fraction in (0.1, 0.3, 0.5, 0.7):
+            wait_for_progress(rig.sessions, int(2 * 1000 * fraction))
+            victim = rig.worker.pool_pids()[0]
+            os.kill(victim, signal.SIGKILL)
+            kills += 1
+
+            def replaced(victim: int = victim) -> bool:
+                pids = rig.worker.pool_pids()
+                return victim not in pids and len(pids) == rig.worker.concurrency
+
+            wait_until(replaced, "the killed pool process replaced")
+        return {"pool_kills_survived": kills}
+
+    result = run_stream(rig, kill_pool_processes)
+
+    assert_nothing_lost(result)
+    # As for the whole worker: only a message the dead process had sent and not recorded.
+    assert set(result.duplicated) <= result.resent_keys
+    assert sum(result.duplicated.values()) <= 4
+    assert rig.worker.alive
+    assert rig.worker.pid == pid
+
+
+def test_broker_stopped_for_ten_seconds_mid_stream(stoppable_rig: Rig) -> None:
+    rig = stoppable_rig
+
     def outage() -> dict[str, object]:
         wait_for_progress(rig.sessions, 500)
-        rig.redis.stop()
+        rig.broker.stop()
         time.sleep(10)
-        rig.redis.start()
-        return {"redis_outage_s": 10}
+        rig.broker.start()
+        return {"broker_outage_s": 10}
 
     result = run_stream(rig, outage)
 
@@ -224,8 +389,8 @@ def test_bad_input_of_every_kind_never_crashes_the_worker(rig: Rig) -> None:
     """Wire-level fuzzing, deep nesting, every header-breaking character in every field that
     reaches a header, extreme dates, ids over their limits (and good events with ids at the
     limit), interleaved with good events; then a final batch of good events."""
-    app = create_app(Settings(broker_url=rig.redis.url))
-    raw = redis.Redis.from_url(rig.redis.url)
+    app = create_app(Settings(broker_url=rig.broker.url))
+    raw = rig.broker.raw_queue()
     bad: Counter[str] = Counter()
     good: list[str] = []
     pid = rig.worker.pid
@@ -298,5 +463,4 @@ def test_bad_input_of_every_kind_never_crashes_the_worker(rig: Rig) -> None:
     assert rig.worker.alive
     assert rig.worker.pid == pid
     assert "Unrecoverable error" not in log
-    raw.close()
     app.close()

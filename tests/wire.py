@@ -7,6 +7,8 @@ import json
 import uuid
 from typing import Any
 
+from kombu import Connection
+
 
 def kombu_envelope(
     body: bytes,
@@ -46,3 +48,24 @@ def nested(depth: int) -> Any:
     for _ in range(depth):
         value = [value]
     return value
+
+
+def amqp_publish(
+    url: str,
+    body: bytes,
+    headers: dict[str, Any],
+    *,
+    content_type: str = "application/json",
+    queue: str = "events",
+) -> None:
+    """Any body and headers as one AMQP message on the default exchange, routed to `queue`,
+    confirmed by the broker: what a publisher without Celery (or a broken one) sends."""
+    with Connection(url, transport_options={"confirm_publish": True}) as connection:
+        connection.Producer().publish(
+            body,
+            exchange="",
+            routing_key=queue,
+            headers=headers,
+            content_type=content_type,
+            content_encoding="utf-8",
+        )

@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 import pytest
 import redis
 from celery import Celery
+from rabbitmq_server import Vhost
 from servers import environ_without_settings
 from servers import wait_until as wait_until  # re-exported: the tests take it from here
 from smtp_sink import SmtpSink
@@ -86,8 +87,9 @@ class WorkerProcess:
 
     Creating it flushes the Redis database of broker_url (reserved for tests: db 15 by
     default, one database per pytest-xdist worker, see servers.redis_url_for_worker), so
-    messages left by an earlier run cannot reach this worker. start() is separate so a test
-    can publish before any worker exists.
+    messages left by an earlier run cannot reach this worker. On RabbitMQ, pass the test's own
+    vhost instead (broker_url is then its URL): it is new, so there is nothing to flush.
+    start() is separate so a test can publish before any worker exists.
     """
 
     def __init__(
@@ -103,7 +105,11 @@ class WorkerProcess:
         flush: bool = True,
         beat: bool = False,
         node: str | None = None,
+        vhost: Vhost | None = None,
     ) -> None:
+        self.vhost = vhost
+        if vhost is not None:
+            broker_url = vhost.url
         self.broker_url = broker_url
         self.database_url = database_url
         # The worker's node name (`-n name@host`): several workers sharing a broker each need
@@ -119,12 +125,18 @@ class WorkerProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopped = False
         self.beat = beat
-        self.redis = redis.Redis.from_url(broker_url)
-        if flush:
-            self.redis.flushdb()
+        self._redis = None if vhost is not None else redis.Redis.from_url(broker_url)
+        if flush and self._redis is not None:
+            self._redis.flushdb()
         self.app: Celery = create_app(Settings(broker_url=broker_url))
         self._engine = make_engine(database_url)
         self.sessions: SessionFactory = make_session_factory(self._engine)
+
+    @property
+    def redis(self) -> redis.Redis:
+        if self._redis is None:
+            raise RuntimeError(f"worker {self.hostname} runs on RabbitMQ, not Redis")
+        return self._redis
 
     # -- the process ----------------------------------------------------------------------
 
@@ -226,7 +238,8 @@ class WorkerProcess:
     def close(self) -> None:
         self.stop()
         self.app.close()
-        self.redis.close()
+        if self._redis is not None:
+            self._redis.close()
         self._engine.dispose()
 
     def log_text(self) -> str:
@@ -315,8 +328,12 @@ class WorkerProcess:
         """True when no message waits in a queue and none is held unacknowledged.
 
         Tasks acknowledge late, and an event publishes its delivery before it is acked, so
-        between them these keys see every piece of outstanding work.
+        between them these keys see every piece of outstanding work. On RabbitMQ, rabbitmqctl
+        counts both, waiting and unacknowledged, per queue.
         """
+        if self.vhost is not None:
+            queues = self.vhost.queues()
+            return not any(queues[name].messages for name in self.queue_names if name in queues)
         pipe = self.redis.pipeline(transaction=True)
         for key in self.queue_names:
             pipe.llen(key)
@@ -334,6 +351,8 @@ class WorkerProcess:
             return self.broker_idle()
 
         def state() -> str:
+            if self.vhost is not None:
+                return f"an idle broker (queues {self.vhost.queues()})"
             sizes = {key: self.redis.llen(key) for key in self.queue_names}
             return f"an idle broker (queues {sizes}, unacked {self.redis.hlen(UNACKED_KEY)})"
 

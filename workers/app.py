@@ -6,6 +6,7 @@ Run a worker with `celery -A workers.app worker` (queues `events`, `emails`, `ce
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from celery import Celery
@@ -14,7 +15,8 @@ from kombu import Exchange, Queue
 
 from models.settings import Settings, get_settings
 from workers import signals as _process_signals  # noqa: F401  (connects the process hooks)
-from workers.broker import redis_transport
+from workers.broker import rabbitmq, redis_transport
+from workers.broker.dead_letters import DeadLetterRecorder
 from workers.telemetry import hooks as _ops_hooks  # noqa: F401  (connects the ops signal handlers)
 
 # The app's own transports, named in its configuration (broker_transport) instead of rebinding
@@ -86,6 +88,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # queue="events" still reaches a worker instead of waiting forever.
             Queue("celery", Exchange("celery", type="direct"), routing_key="celery"),
         ),
+        # (On RabbitMQ the queues are quorum queues on topic exchanges: rabbitmq.amqp_config.)
         "task_routes": {"emails.*": {"queue": "emails"}},
         # Task events cost broker messages on every task; Flower and `celery events` switch
         # the workers' on while they watch (enable_events), so they are off unless asked for.
@@ -94,6 +97,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
     }
+    if rabbitmq.is_amqp(settings.broker_url):
+        # Quorum queues, publisher confirms, native delayed retries: workers/broker/rabbitmq.py.
+        config.update(rabbitmq.amqp_config(settings))
     scheme = settings.broker_url.partition("://")[0]
     if scheme in TRANSPORTS:
         config["broker_transport"] = TRANSPORTS[scheme]
@@ -143,6 +149,23 @@ def configure(settings: Settings) -> dict[str, Any]:
     return celery_config(settings)
 
 
+class ClientflowCelery(Celery):
+    """Celery, with countdowns that its native delayed delivery (RabbitMQ) can carry.
+
+    With quorum queues Celery sends a countdown through its delay exchanges in whole seconds
+    and raises ValueError ("countdown must be a positive number") for one under a second;
+    a task retrying that way was rejected, and dead-lettered instead of retried (the fault
+    suite's RabbitMQ runs, whose backoff starts at 0.2 s, found it). Counted up to whole
+    seconds, a retry waits at least as long as asked and arrives when it is due.
+    """
+
+    def send_task(self, *args: Any, **options: Any) -> Any:
+        countdown = options.get("countdown")
+        if countdown and countdown > 0 and rabbitmq.is_amqp(str(self.conf.broker_url)):
+            options["countdown"] = float(math.ceil(countdown))
+        return super().send_task(*args, **options)
+
+
 def create_app(settings: Settings | None = None) -> Celery:
     """The app for these settings, or, without any, for the environment's.
 
@@ -150,7 +173,9 @@ def create_app(settings: Settings | None = None) -> Celery:
     the app has no side effect, and a command that fails on a setting can explain it in one
     line (workers/cli).
     """
-    celery = Celery("clientflow", include=TASK_MODULES)
+    celery = ClientflowCelery("clientflow", include=TASK_MODULES)
+    # Drains RabbitMQ's dead-letter queue into the rejected events; includes itself on AMQP only.
+    celery.steps["consumer"].add(DeadLetterRecorder)
     if settings is None:
         celery.add_defaults(lambda: configure(get_settings()))
     else:

@@ -7,7 +7,9 @@ raises, nothing acknowledges it, and it holds the prefetch slot for good (and ag
 restart). A body nesting hundreds of levels deep kills the worker when it is pickled for the
 pool. Here every such message is written to the rejected events with what could be read of it
 and a reason, logged as one line naming the task and ids only, and acknowledged, so the next
-message flows.
+message flows. One that cannot be written (the database is away) is rejected instead: RabbitMQ
+dead-letters it, and the dead-letter queue's reader records it once the database is back
+(workers/broker/dead_letters.py); on Redis the log line is what remains.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ def _task_name(message: Any) -> str:
     return str(name or "<invalid>")
 
 
-def _record(task_name: str, message: Any, reason: str) -> None:
+def record_message(task_name: str, message: Any, reason: str) -> bool:
+    """Write a message that cannot be run to the rejected events; False when that failed."""
     headers = _headers(message)
     message_id = _event_id(message, headers)
     # Ids and the task name only: the body holds personal data and stays in the record.
@@ -99,6 +102,8 @@ def _record(task_name: str, message: Any, reason: str) -> None:
     except Exception:
         # Never let bookkeeping take the consumer down; the log line above remains.
         log.exception("could not record a malformed message")
+        return False
+    return True
 
 
 def record_foreign_entry(raw: str, error: str) -> None:
@@ -223,34 +228,42 @@ class RecordingConsumer(Consumer):
                 # Anything Celery's strategy could not take would otherwise stay unacknowledged
                 # and hold the prefetch slot, stalling every message behind it.
                 problem = f"message is not a valid task message: {type(exc).__name__}: {exc}"
-            _record(name, message, problem)
-            message.reject_log_error(log, self.connection_errors)
+            self._settle(message, record_message(name, message, problem))
             return None
 
         return on_task_received
 
+    def _settle(self, message: Any, recorded: bool) -> None:
+        """Acknowledge a message once it is recorded: it is done with, and on RabbitMQ a
+        reject would dead-letter it and have it recorded a second time. One that could not
+        be recorded is rejected: RabbitMQ dead-letters it, to be recorded later."""
+        if recorded:
+            message.ack_log_error(log, self.connection_errors)
+        else:
+            message.reject_log_error(log, self.connection_errors)
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        _record(
+        recorded = record_message(
             "<undecodable>",
             message,
             f"message body cannot be decoded ({message.content_type}): {exc}",
         )
-        message.ack()
+        self._settle(message, recorded)
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
-        _record("<invalid>", message, "message is not a task message: it names no task")
-        message.reject_log_error(log, self.connection_errors)
+        reason = "message is not a task message: it names no task"
+        self._settle(message, record_message("<invalid>", message, reason))
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
         headers = _headers(message)
         name = _task_name(message)
-        _record(name, message, f"unknown task {name!r}: no such event")
-        message.reject_log_error(log, self.connection_errors)
+        reason = f"unknown task {name!r}: no such event"
+        self._settle(message, record_message(name, message, reason))
         if self.event_dispatcher and "id" in headers:
             self.event_dispatcher.send(
                 "task-failed", uuid=headers["id"], exception=f"NotRegistered({name!r})"
             )
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
-        _record(_task_name(message), message, f"message is not a valid task message: {exc}")
-        message.reject_log_error(log, self.connection_errors)
+        reason = f"message is not a valid task message: {exc}"
+        self._settle(message, record_message(_task_name(message), message, reason))

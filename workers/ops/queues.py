@@ -2,7 +2,10 @@
 
 Depth is asked through kombu (any transport). The age of the oldest message and the unacked
 count need to know how the transport stores messages, so they are read for Redis and for the
-embedded filesystem broker, and are None elsewhere.
+embedded filesystem broker, and are None elsewhere. On RabbitMQ a passive declare gives the
+depth (messages ready) of each queue and of the dead-letter queue; AMQP offers no way to see
+the oldest message without taking it, nor the unacknowledged count, so both are None there
+(not available) and the table says so.
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from amqp.exceptions import NotFound
 from celery import Celery
+from kombu import Connection
+
+from workers.broker.rabbitmq import DEAD_LETTER_QUEUE
 
 # Celery's message protocol carries no publish time, so our publishers stamp one (see
 # ops/hooks.py). Other publishers may send it too: epoch seconds as a number.
@@ -25,7 +32,8 @@ CONNECT_TIMEOUT = 3.0
 @dataclass(frozen=True)
 class QueueReading:
     name: str
-    depth: int
+    # None: the queue does not exist (RabbitMQ, before any worker declared it).
+    depth: int | None
     oldest_published_at: float | None
     unacked: int | None
 
@@ -35,6 +43,8 @@ def read_queues(app: Celery) -> list[QueueReading]:
     names = sorted(app.amqp.queues)
     with app.connection_for_read(connect_timeout=CONNECT_TIMEOUT) as connection:
         connection.ensure_connection(max_retries=1)
+        if connection.transport.driver_type == "amqp":
+            return _amqp_readings(connection, [*names, DEAD_LETTER_QUEUE])
         channel: Any = connection.default_channel  # kombu's virtual channel, untyped
         # A (non-passive) declare of our own queues changes nothing and, unlike a passive one,
         # does not fail on Redis for a queue that is empty and so has no key.
@@ -58,6 +68,23 @@ def read_queues(app: Celery) -> list[QueueReading]:
         )
         for name in names
     ]
+
+
+def _amqp_readings(connection: Connection, names: list[str]) -> list[QueueReading]:
+    readings = []
+    for name in names:
+        # A channel per queue: a passive declare of a missing queue closes its channel. A
+        # plain declare would do worse: with other arguments than the workers' it is refused,
+        # and with none it would create the queue as a classic one.
+        channel: Any = connection.channel()
+        try:
+            depth: int | None = int(channel.queue_declare(name, passive=True).message_count)
+        except NotFound:
+            depth = None
+        finally:
+            channel.close()
+        readings.append(QueueReading(name, depth, oldest_published_at=None, unacked=None))
+    return readings
 
 
 def age_seconds(published_at: float | None, now: float | None = None) -> float | None:

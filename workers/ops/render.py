@@ -17,6 +17,10 @@ from workers.ops.status import FAILED_RUN, unhealthy
 
 # C0 controls but newline, DEL, C1 controls, and the bidirectional overrides and isolates
 # that can make a terminal show text in another order than it is.
+# Brokers whose queues cannot be read past their depth (workers/ops/queues.py).
+AMQP_URIS = ("amqp://", "amqps://", "pyamqp://")
+NOT_AVAILABLE = "not available"
+
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -57,7 +61,16 @@ def _health(s: Snapshot) -> Text:
 
 
 def _queues(s: Snapshot) -> Table:
-    table = Table(title="Queues", title_justify="left")
+    # AMQP cannot show a queue's oldest message without taking it, nor count the messages
+    # workers hold: say so rather than leave a blank that reads like zero or "unknown".
+    amqp = s.broker.startswith(AMQP_URIS)
+    caption = (
+        f"{NOT_AVAILABLE}: RabbitMQ does not tell over AMQP (`rabbitmqctl list_queues name "
+        "messages_ready messages_unacknowledged` counts the held ones)"
+        if amqp
+        else None
+    )
+    table = Table(title="Queues", title_justify="left", caption=caption, caption_justify="left")
     for column in ("queue", "depth", "oldest waiting", "unacked", "scheduled (ETA)"):
         table.add_column(column, justify="left" if column == "queue" else "right")
     for q in s.queues:
@@ -66,12 +79,13 @@ def _queues(s: Snapshot) -> Table:
         elif q.depth == 0:
             oldest = "-"
         elif q.oldest_age_seconds is None:
-            oldest = "unknown"
+            oldest = NOT_AVAILABLE if amqp else "unknown"
         else:
             oldest = _duration(q.oldest_age_seconds)
+        unacked = NOT_AVAILABLE if amqp and q.depth is not None else _n(q.unacked)
         style = "yellow" if q.oldest_age_seconds and q.oldest_age_seconds > 60 else None
         table.add_row(
-            literal(q.name), _n(q.depth), oldest, _n(q.unacked), _n(q.scheduled), style=style
+            literal(q.name), _n(q.depth), oldest, unacked, _n(q.scheduled), style=style
         )
     return table
 

@@ -37,6 +37,12 @@ def build_snapshot(
         readings = read_queues(app)
     except Exception as exc:  # any transport error: report it, show the rest
         problems.append(f"broker: {_first_line(exc)}")
+    missing = [r.name for r in readings or [] if r.depth is None]
+    if missing:
+        # RabbitMQ drops what is published to a queue that does not exist yet.
+        problems.append(
+            f"broker: no queue {', '.join(missing)} yet: start a worker, which declares them"
+        )
     taken_at = utcnow()
     parts: dict[str, Any] = {}
     try:
