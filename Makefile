@@ -11,9 +11,11 @@ STAMP := $(VENV)/.installed
 # on two pytest-xdist processes, each on its own Redis database (CLIENTFLOW_TEST_REDIS_URL's
 # database minus the process's index: 15 and 14 by default) and its own PostgreSQL databases.
 # The worker tier stays on one process: one -n 2 run of its non-fault tests passed, too few
-# to call it free of flakes on two shared cores (docs/development.md).
-IN_PROCESS := not worker and not faults and not unstable
-WORKER_TIER := (worker or faults) and not unstable
+# to call it free of flakes on two shared cores (docs/development.md). It also takes the
+# `browser` tests (emails laid out in headless Chromium): a browser start is seconds of CPU
+# that `make check` should not wait for.
+IN_PROCESS := not worker and not faults and not browser and not unstable
+WORKER_TIER := (worker or faults or browser) and not unstable
 XDIST := -n 2
 # In-process tests that start the application as a child process (the `clientflow` CLI, the
 # demo, a filesystem-broker worker): each start costs about 2 s of CPU to import it, 240 s of

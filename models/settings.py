@@ -6,6 +6,7 @@ as the broker and .eml files instead of SMTP, so the demo needs no server at all
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -13,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import DirectoryPath, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.company import INVOICE_URL_FIELDS, Company
 from models.contracts.common import CONTROL_CHARACTERS, Category
 from models.emails import UNSUBSCRIBE_URL_MAX_CHARS
 
@@ -21,6 +23,19 @@ from models.emails import UNSUBSCRIBE_URL_MAX_CHARS
 _TOKEN_ROOM = 400
 # Shorter is a password, not a key: `python -c "import secrets; print(secrets.token_urlsafe(32))"`.
 UNSUBSCRIBE_SECRET_MIN_CHARS = 32
+
+
+def _checked_url(value: str, *, schemes: tuple[str, ...]) -> str:
+    """An optional URL put into HTML attributes: empty, or one of `schemes` with nothing that
+    could end the attribute or the line."""
+    value = value.strip()
+    if not value:
+        return value
+    if not value.startswith(schemes):
+        raise ValueError(f"must start with {' or '.join(schemes)}")
+    if CONTROL_CHARACTERS.search(value) or any(c in value for c in " <>\"'"):
+        raise ValueError("must not contain spaces, quotes, angle brackets or control characters")
+    return value
 
 
 class Settings(BaseSettings):
@@ -57,6 +72,30 @@ class Settings(BaseSettings):
         "replies go to mail_from.",
     )
     company_name: str = Field(default="Clientflow Hosting", description="Signature in emails.")
+    # NoDecode: the variable is lines of text (newlines, or a literal \n in a .env file) or
+    # a JSON list, not always JSON.
+    company_address: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="The company's postal address in every email's footer, one line per "
+        "entry: newlines (or a literal \\n) between lines, or a JSON list. Empty: no address.",
+    )
+    company_logo_url: str = Field(
+        default="",
+        description="An https:// URL of the logo shown in every email's header (about 200 px "
+        "wide). Empty: the company's name in text, no image.",
+    )
+    client_area_url: str = Field(
+        default="",
+        description="The client area's address (http:// or https://), linked from every "
+        "email's footer. Empty: no link.",
+    )
+    invoice_url: str = Field(
+        default="",
+        description="The page where a client pays an invoice, linked as \"Pay this invoice\" in "
+        "the invoice emails: an http(s):// URL with {invoice_id} or {number} where the "
+        "invoice's id or number goes, e.g. https://billing.example.com/invoice/{invoice_id}. "
+        "Empty: no link.",
+    )
     template_dir: DirectoryPath | None = Field(
         default=None,
         description="The operator's email templates, searched before the shipped ones, in "
@@ -229,6 +268,40 @@ class Settings(BaseSettings):
         "queued; an expired one is refused.",
     )
 
+    @field_validator("company_address", mode="before")
+    @classmethod
+    def _address_lines(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                value = json.loads(text)
+            else:
+                return tuple(
+                    line.strip() for line in text.replace("\\n", "\n").splitlines() if line.strip()
+                )
+        if isinstance(value, list | tuple):
+            return tuple(str(line).strip() for line in value if str(line).strip())
+        return value
+
+    @field_validator("company_logo_url")
+    @classmethod
+    def _logo_url(cls, value: str) -> str:
+        # https only: mail clients block or warn about images over plain http.
+        return _checked_url(value, schemes=("https://",))
+
+    @field_validator("client_area_url")
+    @classmethod
+    def _client_area_url(cls, value: str) -> str:
+        return _checked_url(value, schemes=("https://", "http://"))
+
+    @field_validator("invoice_url")
+    @classmethod
+    def _invoice_url(cls, value: str) -> str:
+        value = _checked_url(value, schemes=("https://", "http://"))
+        if value and not any(field in value for field in INVOICE_URL_FIELDS):
+            raise ValueError("must contain {invoice_id} or {number}, where the invoice goes")
+        return value
+
     @field_validator("required_email_categories", mode="before")
     @classmethod
     def _category_list(cls, value: object) -> object:
@@ -315,6 +388,17 @@ class Settings(BaseSettings):
                 "Redis hands back after a worker died could be applied twice"
             )
         return self
+
+    @property
+    def company(self) -> Company:
+        """Who every email comes from, as the templates show it."""
+        return Company(
+            name=self.company_name,
+            address_lines=self.company_address,
+            logo_url=self.company_logo_url,
+            client_area_url=self.client_area_url,
+            invoice_url=self.invoice_url,
+        )
 
     @property
     def effective_database_url(self) -> str:

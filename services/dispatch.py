@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, IntegrityError
 
+from models.company import CompanyLike
 from models.contracts import (
     EVENTS,
     AddClient,
@@ -132,7 +133,7 @@ def process_event(
     *,
     session_factory: SessionFactory,
     publish: Publish,
-    company_name: str,
+    company_name: CompanyLike,
     deliver_now: DeliverNow | None = None,
     opt_outs: OptOutPolicy = DEFAULT_OPT_OUTS,
 ) -> Result:
@@ -175,7 +176,7 @@ def _apply(
     digest: str,
     session_factory: SessionFactory,
     publish: Publish,
-    company_name: str,
+    company_name: CompanyLike,
     deliver_now: DeliverNow | None,
     opt_outs: OptOutPolicy,
 ) -> Result:
@@ -213,7 +214,7 @@ def _apply_once(
     digest: str,
     session_factory: SessionFactory,
     publish: Publish,
-    company_name: str,
+    company_name: CompanyLike,
     deliver_now: DeliverNow | None,
     opt_outs: OptOutPolicy,
     *,

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from models.billing import Invoice, Notice
 from models.clients import Client
+from models.company import CompanyLike
 from models.emails import EmailMessage
 from services.mail.queue import EmailQueue
 from services.money import CENT
@@ -76,7 +77,7 @@ def invoice_context(invoice: Invoice) -> dict[str, Any]:
 
 def queue_notice_emails(
     session: Session,
-    company_name: str,
+    company_name: CompanyLike,
     opt_outs: OptOutPolicy,
     invoice: Invoice,
     notice: Notice,

@@ -38,7 +38,7 @@ def event_task(name: str) -> Task[..., str]:
                 payload,
                 session_factory=runtime.session_factory(),
                 publish=runtime.publish,
-                company_name=get_settings().company_name,
+                company_name=get_settings().company,
                 deliver_now=deliver_after_commit,
                 opt_outs=opt_out_policy(),
             )

@@ -28,6 +28,6 @@ def invoice_run_policy() -> RunPolicy:
             overdue_days=settings.invoice_overdue_days,
         ),
         batch_size=settings.invoice_batch_size,
-        company_name=settings.company_name,
+        company_name=settings.company,
         opt_outs=opt_out_policy(),
     )

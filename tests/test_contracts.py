@@ -92,6 +92,9 @@ def test_notification_context_is_bounded_and_cannot_spoof() -> None:
     assert "context: Value error, is 20" in big
     assert "reserved names ['client']" in spoof
     assert "reserved names ['locale']" in locale
+    # The sender's name, address and links (the email layout, docs/templates.md).
+    company = reason_for("notifications.send", payloads.notification(context={"company": {}}))
+    assert "reserved names ['company']" in company
 
 
 def test_unknown_event_refused() -> None:

@@ -86,7 +86,7 @@ def test_a_new_template_of_the_operator_extends_the_shipped_base(tmp_path: Path)
     assert rows[("maintenance", "en (default)")].origin == "override"
     # Its own variables, and those of the shipped layout it extends.
     assert rows[("maintenance", "en (default)")].variables == [
-        "company_name", "day", "recipient", "what",
+        "company", "company_name", "day", "recipient", "what",
     ]  # fmt: skip
 
 
@@ -107,8 +107,9 @@ def test_an_overridden_layout_changes_every_email_that_extends_it(tmp_path: Path
 def test_the_variables_of_a_template_include_those_of_its_layout_and_includes() -> None:
     env = environment((TEMPLATES_DIR,))
     used = variables_used(env, ["invoice_created/body.txt"])
-    # recipient and company_name come from _base, invoiced_to from the _invoice include.
-    assert used == {"company_name", "invoice", "invoiced_to", "recipient"}
+    # recipient, company and company_name come from _base, invoiced_to from the _invoice
+    # include.
+    assert used == {"company", "company_name", "invoice", "invoiced_to", "recipient"}
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from models.company import Company
 from services.mail.catalogue import PARTS
 from services.mail.render import TEMPLATES_DIR, TemplateError, render_email, template_names
 
@@ -23,6 +24,7 @@ BASE_CONTEXT: dict[str, Any] = {
     },
     "recipient": {"name": "Ada Lovelace", "email": "ada@example.com"},
     "company_name": "Test Hosting",
+    "company": Company(name="Test Hosting").template_context(),
 }
 INVOICE: dict[str, Any] = {
     "id": "I1",
@@ -38,6 +40,8 @@ INVOICE: dict[str, Any] = {
     "total": "1200.00",
     "paid": "0.00",
     "balance": "1200.00",
+    # What services.mail.queue.email_context adds to every invoice: no CLIENTFLOW_INVOICE_URL.
+    "pay_url": "",
 }
 INVOICED_TO: dict[str, Any] = {
     "name": "Charles Babbage",

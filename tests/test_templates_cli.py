@@ -209,15 +209,15 @@ def test_list_shows_shipped_and_overridden_templates_with_their_variables(
         if line.count("│") == 5
     }
     assert rows[("client_signup", "en (default)")] == [
-        "override: subject.txt", "client, company_name, recipient",
+        "override: subject.txt", "client, company, company_name, recipient",
     ]  # fmt: skip
-    assert rows[("client_signup", "fr")] == ["shipped", "client, company_name, recipient"]
+    assert rows[("client_signup", "fr")] == ["shipped", "client, company, company_name, recipient"]
     assert rows[("maintenance", "en (default)")] == [
-        "override", "company_name, day, recipient, what",
+        "override", "company, company_name, day, recipient, what",
     ]  # fmt: skip
     assert rows[("maintenance", "es")][0] == "incomplete, English is sent: no body.txt, body.html"
     assert rows[("invoice_payment_confirmation", "fr")] == [
-        "shipped", "company_name, invoice, invoiced_to, payment, recipient",
+        "shipped", "company, company_name, invoice, invoiced_to, payment, recipient",
     ]  # fmt: skip
     assert "Layouts overridden (used by every template that extends or includes them): " \
         "_base/body.html" in result.stdout  # fmt: skip

@@ -36,7 +36,7 @@ class SendNotification(Event):
         if size > MAX_CONTEXT_BYTES:
             raise ValueError(f"is {size} bytes of JSON; the limit is {MAX_CONTEXT_BYTES}")
         # What every email is given; `locale` is the client's, set by the renderer.
-        reserved = {"client", "recipient", "company_name", "locale"} & value.keys()
+        reserved = {"client", "recipient", "company_name", "company", "locale"} & value.keys()
         if reserved:
             raise ValueError(f"must not set reserved names {sorted(reserved)}")
         return value

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from models.billing import Invoice, InvoiceNotice, InvoiceStatus, Notice, NoticeOutcome
 from models.clients import Client
+from models.company import CompanyLike
 from services.invoice_mail import queue_notice_emails
 from services.invoice_run.schedule import NoticeSchedule, decide
 from services.opt_outs import OptOutPolicy
@@ -76,7 +77,7 @@ def notify_batch(
     on: date,
     schedule: NoticeSchedule,
     run_id: int | None,
-    company_name: str,
+    company_name: CompanyLike,
     opt_outs: OptOutPolicy,
 ) -> Notified:
     """Claim each notice by inserting its row; only a claim we won renders and logs emails.

@@ -19,6 +19,7 @@ from sqlalchemy import Select, func, update
 
 from models.base import utcnow
 from models.billing import Invoice, Service
+from models.company import CompanyLike
 from models.ops import ScheduledRun
 from services import outbox
 from services.db import SessionFactory, UnitOfWork
@@ -52,7 +53,7 @@ class RunPolicy:
     lead_days: int
     schedule: NoticeSchedule
     batch_size: int
-    company_name: str
+    company_name: CompanyLike
     opt_outs: OptOutPolicy = DEFAULT_OPT_OUTS
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from models.base import utcnow
 from models.billing import Invoice, InvoiceStatus
 from models.clients import Client, ClientStatus
+from models.company import CompanyLike
 from services.invoice_mail import amount_text, invoice_context, invoiced_to
 from services.mail.queue import email_context
 from services.mail.render import RenderedEmail, render_email
@@ -94,7 +95,7 @@ def sample_context(client: Client, today: dt.date) -> dict[str, Any]:
 def preview_email(
     name: str,
     client: Client,
-    company_name: str,
+    company_name: CompanyLike,
     *,
     language: str | None = None,
     extra: dict[str, Any] | None = None,

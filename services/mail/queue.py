@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from models.base import utcnow
 from models.clients import Client
+from models.company import CompanyLike, as_company
 from models.emails import EmailMessage, EmailStatus
 from services.mail.render import render_email
 from services.opt_outs import OptOutPolicy
@@ -45,15 +46,28 @@ def client_context(client: Client) -> dict[str, Any]:
 
 
 def email_context(
-    client: Client, recipient: Recipient, company_name: str, context: dict[str, Any] | None = None
+    client: Client,
+    recipient: Recipient,
+    company: CompanyLike,
+    context: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What every template is given: the event's context, then the names it may not set."""
-    return {
+    company = as_company(company)
+    full = {
         **(context or {}),
         "client": client_context(client),
         "recipient": {"name": recipient.name, "email": recipient.email},
-        "company_name": company_name,
+        # Kept beside `company`: operators' templates written before it name company_name.
+        "company_name": company.name,
+        "company": company.template_context(),
     }
+    invoice = full.get("invoice")
+    if isinstance(invoice, dict):
+        # Always set on an invoice, "" without CLIENTFLOW_INVOICE_URL: templates test it
+        # with `{% if invoice.pay_url %}` under StrictUndefined. A copy: the caller's dict
+        # may be shared between recipients.
+        full["invoice"] = {**invoice, "pay_url": company.invoice_link(invoice)}
+    return full
 
 
 @dataclass
@@ -62,7 +76,9 @@ class EmailQueue:
 
     session: Session
     event_id: str
-    company_name: str
+    # The sender's name, address and links (models.company); a bare name is a company
+    # without them.
+    company_name: CompanyLike
     # Which emails get an unsubscribe link, signed here: the recipient (holder or which
     # contact, and whether by a flag of its own) is known now, and is not in the row.
     opt_outs: OptOutPolicy

@@ -63,7 +63,7 @@ def preview(
     billing contact and language are the real ones with --client.
     """
     extra = _read_context(context_file) if context_file is not None else None
-    company = get_settings().company_name
+    company = get_settings().company
     if client_id is None:
         client = sample_client()
         rendered = preview_email(name, client, company, language=language, extra=extra)
