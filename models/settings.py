@@ -178,12 +178,37 @@ class Settings(BaseSettings):
     invoice_batch_size: int = Field(
         default=500, ge=1, le=2000, description="Services or invoices per batch transaction."
     )
+    invoice_pdf: bool = Field(
+        default=True,
+        description="Attach the invoice as a PDF (invoice-<number>.pdf) to the Invoice Created "
+        "and the three Overdue emails, made when each is delivered (docs/email.md).",
+    )
+    company_address: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="The company's postal address on the invoice PDF, its lines separated by "
+        'semicolons (e.g. CLIENTFLOW_COMPANY_ADDRESS="1 Main Street;London W1 1AA;United '
+        'Kingdom"); empty: the company name alone.',
+    )
 
     @field_validator("invoice_overdue_days", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.strip("[] ").split(","))
+        return value
+
+    @field_validator("company_address", mode="before")
+    @classmethod
+    def _semicolon_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(line.strip() for line in value.split(";") if line.strip())
+        return value
+
+    @field_validator("company_address")
+    @classmethod
+    def _printable_lines(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(CONTROL_CHARACTERS.search(line) for line in value):
+            raise ValueError("must not contain control characters")
         return value
 
     @field_validator("invoice_overdue_days")

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from models.base import utcnow
 from models.emails import EmailMessage, EmailStatus
 from services.db import SessionFactory, done, statement_at_a_time
+from services.mail.attachments import attachments_for
 from services.mail.compose import compose
 from services.mail.transports import MailTransport
 
@@ -149,7 +150,8 @@ def _send(
                 message = claimed.pop(0)
                 with critical():
                     try:
-                        connection.send(compose(message, *sender))
+                        attachments = attachments_for(session, message)
+                        connection.send(compose(message, *sender, attachments))
                     except (smtplib.SMTPException, OSError, *COMPOSE_ERRORS) as exc:
                         # One message's failure; the rest of the batch still goes out
                         # unless the connection itself is gone.

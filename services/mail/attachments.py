@@ -1,0 +1,63 @@
+"""The files an email carries, made when it is delivered: the invoice PDF of the invoice
+notices that attach one (services.invoice_mail.ATTACHES_PDF), when CLIENTFLOW_INVOICE_PDF is on.
+
+Made from the invoice as it is at delivery, not as it was when the email was queued: the PDF
+is the invoice document, and a client holding it should hold the current one (a payment
+recorded in between shows as paid, with the balance left). The email's text is the one
+logged when it was queued. The two differ only when the invoice changed in that window
+(usually seconds; hours only when the mail server was away), and then the PDF is the newer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from fpdf.errors import FPDFException
+from sqlalchemy.orm import Session
+
+from models.billing import Invoice
+from models.emails import EmailMessage
+from models.settings import get_settings
+from services.invoice_mail import ATTACHES_PDF
+from services.invoice_pdf.document import Company, invoice_pdf
+from services.mail.compose import Attachment
+
+log = logging.getLogger(__name__)
+NO_ATTACHMENTS: tuple[Attachment, ...] = ()
+# What an invoice number may keep in a file name: anything else (a slash, a quote) becomes "-".
+_UNSAFE_IN_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def attachments_for(session: Session, message: EmailMessage) -> tuple[Attachment, ...]:
+    """The attachments of one message; none for every email that is not an invoice notice.
+
+    Read from the settings here, like the template folder (services.mail.render): they are
+    the process's, and every path that delivers (events, the invoice run's batches, resends)
+    gets them without passing them down.
+    """
+    # The hot path: a plain email costs this one comparison.
+    if message.invoice_id is None or message.template not in ATTACHES_PDF:
+        return NO_ATTACHMENTS
+    settings = get_settings()
+    if not settings.invoice_pdf:
+        return NO_ATTACHMENTS
+    invoice = session.get(Invoice, message.invoice_id)
+    if invoice is None:
+        # Invoices are never deleted; a row naming a missing one still owes its email.
+        log.warning("email %s: invoice %r not found, sent without its PDF", message.id,
+                    message.invoice_id)  # fmt: skip
+        return NO_ATTACHMENTS
+    try:
+        data = invoice_pdf(invoice, Company(settings.company_name, settings.company_address))
+    except (FPDFException, ValueError, TypeError, LookupError):
+        # The email says everything the PDF would: it goes out without it rather than not at
+        # all (a content error here would otherwise fail it for good).
+        log.warning("email %s: the invoice PDF could not be made, sent without it",
+                    message.id, exc_info=True)  # fmt: skip
+        return NO_ATTACHMENTS
+    return (Attachment(pdf_filename(invoice.number), "application/pdf", data),)
+
+
+def pdf_filename(number: str) -> str:
+    return f"invoice-{_UNSAFE_IN_FILENAME.sub('-', number).strip('-.') or 'unnumbered'}.pdf"
