@@ -36,8 +36,10 @@ def attachments_for(session: Session, message: EmailMessage) -> tuple[Attachment
     the process's, and every path that delivers (events, the invoice run's batches, resends)
     gets them without passing them down.
     """
-    # The hot path: a plain email costs this one comparison.
-    if message.invoice_id is None or message.template not in ATTACHES_PDF:
+    # The hot path: a plain email costs this one lookup. The template first: it is always
+    # loaded, while invoice_id, never set on a plain email's row, would be read from the
+    # database (a statement per email) on a row merged after its commit.
+    if message.template not in ATTACHES_PDF or message.invoice_id is None:
         return NO_ATTACHMENTS
     settings = get_settings()
     if not settings.invoice_pdf:
