@@ -19,6 +19,7 @@ from services.db import SessionFactory
 from services.invoice_pdf.fonts import printable
 from services.mail.attachments import pdf_filename
 from services.mail.delivery import deliver_messages
+from services.mail.resend import resend
 from services.mail.transports import SmtpTransport
 
 FROM = "Billing <billing@host.example>"
@@ -215,6 +216,23 @@ def test_the_pdf_is_the_invoice_as_it_is_when_delivered(
     text = _text(pdf)
     assert "Paid £215.59" in text
     assert "Balance due £1,000.00" in text
+
+
+def test_a_resend_carries_the_pdf_too(
+    invoiced: None, publisher: Publisher, session_factory: SessionFactory, smtp: SmtpSink
+) -> None:
+    run(session_factory, publisher, "2026-03-01")
+    [original_id] = publisher.message_ids
+    _deliver(publisher, session_factory, smtp)
+    _received(smtp, 1)
+
+    resent = resend(session_factory, publisher, original_id)
+    assert resent.copy.invoice_id == "I1"
+    _deliver(publisher, session_factory, smtp)
+
+    [(filename, pdf)] = _pdfs(_received(smtp, 1)["invoice_created"])
+    assert filename == "invoice-INV-I1.pdf"
+    assert "Total £1,215.59" in _text(pdf)
 
 
 def test_file_names_keep_only_safe_characters() -> None:
