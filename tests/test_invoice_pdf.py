@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from email.message import EmailMessage as MimeMessage
+from unittest.mock import patch
 
 import payloads
 import pytest
@@ -16,6 +17,7 @@ from smtp_sink import SmtpSink
 
 from models.settings import get_settings
 from services.db import SessionFactory
+from services.invoice_pdf.document import invoice_pdf
 from services.invoice_pdf.fonts import printable
 from services.mail.attachments import pdf_filename
 from services.mail.delivery import deliver_messages
@@ -233,6 +235,25 @@ def test_a_resend_carries_the_pdf_too(
     [(filename, pdf)] = _pdfs(_received(smtp, 1)["invoice_created"])
     assert filename == "invoice-INV-I1.pdf"
     assert "Total £1,215.59" in _text(pdf)
+
+
+def test_each_invoice_pdf_is_written_once_per_delivery_batch(
+    invoiced: None,
+    apply: Apply,
+    publisher: Publisher,
+    session_factory: SessionFactory,
+    smtp: SmtpSink,
+) -> None:
+    apply("contacts.add", payloads.contact("K1", "C1", "invoice"))
+    apply("contacts.add", payloads.contact("K2", "C1", "invoice"))
+    run(session_factory, publisher, "2026-03-01")
+    with patch("services.mail.attachments.invoice_pdf", wraps=invoice_pdf) as writes:
+        _deliver(publisher, session_factory, smtp)
+
+    received = [r.message for r in smtp.wait_for(3)]
+    assert writes.call_count == 1
+    pdfs = {pdf for message in received for _, pdf in _pdfs(message)}
+    assert len(pdfs) == 1  # the same file for the holder and both contacts
 
 
 def test_file_names_keep_only_safe_characters() -> None:

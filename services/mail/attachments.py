@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from models.billing import Invoice
 from models.emails import EmailMessage
-from models.settings import get_settings
+from models.settings import Settings, get_settings
 from services.invoice_mail import ATTACHES_PDF
 from services.invoice_pdf.document import Company, invoice_pdf
 from services.mail.compose import Attachment
@@ -29,7 +29,15 @@ NO_ATTACHMENTS: tuple[Attachment, ...] = ()
 _UNSAFE_IN_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def attachments_for(session: Session, message: EmailMessage) -> tuple[Attachment, ...]:
+# Invoice id -> its attachments, for one delivery batch (services.mail.delivery._send): a
+# notice goes to up to three people, and a PDF costs tens of milliseconds to write, so each
+# invoice's is made once per batch, from the invoice as it was when the batch got to it.
+MadeThisBatch = dict[str, tuple[Attachment, ...]]
+
+
+def attachments_for(
+    session: Session, message: EmailMessage, made: MadeThisBatch
+) -> tuple[Attachment, ...]:
     """The attachments of one message; none for every email that is not an invoice notice.
 
     Read from the settings here, like the template folder (services.mail.render): they are
@@ -44,6 +52,14 @@ def attachments_for(session: Session, message: EmailMessage) -> tuple[Attachment
     settings = get_settings()
     if not settings.invoice_pdf:
         return NO_ATTACHMENTS
+    if message.invoice_id not in made:
+        made[message.invoice_id] = _invoice_pdf(session, message, settings)
+    return made[message.invoice_id]
+
+
+def _invoice_pdf(
+    session: Session, message: EmailMessage, settings: Settings
+) -> tuple[Attachment, ...]:
     invoice = session.get(Invoice, message.invoice_id)
     if invoice is None:
         # Invoices are never deleted; a row naming a missing one still owes its email.
