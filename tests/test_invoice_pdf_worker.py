@@ -8,8 +8,12 @@ import payloads
 import pytest
 from pypdf import PdfReader
 from smtp_sink import SmtpSink
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from test_invoice_worker import load
 from worker_process import WorkerProcess, worker_fixture
+
+from models.emails import EmailMessage, EmailStatus
 
 pytestmark = pytest.mark.worker
 
@@ -30,10 +34,20 @@ def test_the_invoice_run_sends_invoice_created_with_its_pdf(
     load(pdf_worker, "invoices.upsert", payloads.invoice("I1"))
 
     pdf_worker.publish("invoices.run", {"run_date": "2026-03-01"})
-    [received] = smtp.wait_for(1, timeout=120)
 
-    message = received.message
-    assert message["X-Clientflow-Template"] == "invoice_created"
+    def invoice_created_sent(session: Session) -> bool:
+        return session.scalar(
+            select(EmailMessage.id).where(
+                EmailMessage.template == "invoice_created", EmailMessage.status == EmailStatus.SENT
+            )
+        ) is not None
+
+    pdf_worker.wait_for_db(invoice_created_sent, "Invoice Created sent", timeout=120)
+    # Picked by template: only the invoice run's email is asserted on.
+    [message] = [
+        r.message for r in smtp.messages if r.message["X-Clientflow-Template"] == "invoice_created"
+    ]
+    assert message["To"] == "Zoë Lovelace <c1@example.com>"
     assert message.get_content_type() == "multipart/mixed"
     [attachment] = message.iter_attachments()
     assert attachment.get_content_type() == "application/pdf"
