@@ -74,3 +74,7 @@ class EmailMessage(Base):
     # first sent, so every resend of one email points at the same row. No foreign key: rows
     # are never deleted (retention clears bodies only), and SQLite could not add one in place.
     resend_of: Mapped[str | None] = mapped_column(String(36))
+    # The invoice an invoice email is about, so delivery can attach it as a PDF made from the
+    # invoice as it is then (services/invoice_pdf); None for every other email, and for
+    # invoice emails logged before the column. No foreign key, as for resend_of.
+    invoice_id: Mapped[str | None] = mapped_column(String(96))

@@ -76,8 +76,9 @@ class Settings(BaseSettings):
     # a JSON list, not always JSON.
     company_address: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
-        description="The company's postal address in every email's footer, one line per "
-        "entry: newlines (or a literal \\n) between lines, or a JSON list. Empty: no address.",
+        description="The company's postal address in every email's footer and on the invoice "
+        "PDF, one line per entry: newlines (or a literal \\n) between lines, or a JSON list. "
+        "Empty: no address.",
     )
     company_logo_url: str = Field(
         default="",
@@ -217,12 +218,24 @@ class Settings(BaseSettings):
     invoice_batch_size: int = Field(
         default=500, ge=1, le=2000, description="Services or invoices per batch transaction."
     )
+    invoice_pdf: bool = Field(
+        default=True,
+        description="Attach the invoice as a PDF (invoice-<number>.pdf) to the Invoice Created "
+        "and the three Overdue emails, made when each is delivered (docs/email.md).",
+    )
 
     @field_validator("invoice_overdue_days", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.strip("[] ").split(","))
+        return value
+
+    @field_validator("company_address")
+    @classmethod
+    def _printable_lines(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(CONTROL_CHARACTERS.search(line) for line in value):
+            raise ValueError("must not contain control characters")
         return value
 
     @field_validator("invoice_overdue_days")

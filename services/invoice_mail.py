@@ -25,6 +25,18 @@ TEMPLATES: dict[Notice, str] = {
     Notice.PAYMENT_CONFIRMATION: "invoice_payment_confirmation",
 }
 
+# The notices that carry the invoice as a PDF: the invoice itself, and the overdue notices
+# that ask for it to be paid. The reminder and the confirmation point at it only.
+ATTACHES_PDF = frozenset(
+    TEMPLATES[notice]
+    for notice in (
+        Notice.INVOICE_CREATED,
+        Notice.FIRST_OVERDUE,
+        Notice.SECOND_OVERDUE,
+        Notice.THIRD_OVERDUE,
+    )
+)
+
 
 def notice_event_id(invoice_id: str, notice: Notice) -> str:
     """The synthetic event id of a notice: with the recipient and template it makes the
@@ -102,5 +114,7 @@ def queue_notice_emails(
         for recipient in recipients
     ]
     for message in messages:
+        # Delivery attaches the invoice's PDF to the notices that carry one (ATTACHES_PDF).
+        message.invoice_id = invoice.id
         emails.add(message)
     return emails.messages

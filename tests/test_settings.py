@@ -65,3 +65,15 @@ def test_an_unsubscribe_url_needs_a_secret_long_enough_to_be_a_key() -> None:
 
 def test_the_secret_is_not_shown_where_settings_are_printed() -> None:
     assert SECRET not in repr(Settings(unsubscribe_secret=SECRET))
+
+
+def test_the_company_address_is_lines_without_control_characters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().company_address == ()
+    assert Settings().invoice_pdf is True
+    monkeypatch.setenv("CLIENTFLOW_COMPANY_ADDRESS", " 1 Main Street, Unit 4 \\nLondon W1 1AA\\n ")
+    assert Settings().company_address == ("1 Main Street, Unit 4", "London W1 1AA")
+    monkeypatch.setenv("CLIENTFLOW_COMPANY_ADDRESS", "1 Main Street\x1b[2J\\nLondon")
+    with pytest.raises(ValidationError, match="must not contain control characters"):
+        Settings()

@@ -1,4 +1,5 @@
-"""Builds the multipart/alternative MIME message for one row of the message log.
+"""Builds the multipart/alternative MIME message for one row of the message log (inside a
+multipart/mixed one with the files when it has attachments: services.mail.attachments).
 
 Built with the email package's compat32 classes (MIMEMultipart, MIMEText), not the newer
 EmailMessage API: that one parses every header it is given through its header registry and
@@ -11,9 +12,12 @@ explicitly here (RFC 2047 words for headers, quoted-printable UTF-8 for the bodi
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from email.charset import QP, Charset
 from email.header import Header
 from email.message import Message
+from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.policy import Compat32
@@ -72,6 +76,13 @@ class _Policy(Compat32):
 POLICY = _Policy()
 
 
+@dataclass(frozen=True)
+class Attachment:
+    filename: str  # ASCII, without quotes (services.mail.attachments.pdf_filename)
+    content_type: str  # "application/pdf"
+    data: bytes
+
+
 def _checked(name: str, value: str) -> str:
     """compat32 writes a header value as it is given, line breaks included, so a value with
     one would add headers of its own (rows logged before the contracts refused them may
@@ -100,10 +111,19 @@ def message_id(message: EmailMessage, mail_from: str) -> str:
     return f"<{message.id}@{domain if domain.isascii() and domain else 'clientflow.invalid'}>"
 
 
-def compose(message: EmailMessage, mail_from: str, reply_to: str | None = None) -> Message:
+def compose(
+    message: EmailMessage,
+    mail_from: str,
+    reply_to: str | None = None,
+    attachments: Sequence[Attachment] = (),
+) -> Message:
     # A boundary of our own: the email package's would be checked against the whole text
     # with a regular expression compiled for each message; 128 random bits cannot occur in it.
     mime = MIMEMultipart("alternative", boundary=f"=_{uuid.uuid4().hex}", policy=POLICY)
+    mime.attach(_text_part(message.body_text, "plain"))
+    mime.attach(_text_part(message.body_html, "html"))
+    if attachments:
+        mime = _with_attachments(mime, attachments)
     mime["From"] = _address_header("From", mail_from)
     # Rows logged before addresses were stored in their ASCII form may hold a Unicode domain,
     # which the SMTP encoder refuses; the ASCII form reaches the same mailbox.
@@ -129,9 +149,24 @@ def compose(message: EmailMessage, mail_from: str, reply_to: str | None = None) 
         url = _checked("List-Unsubscribe", message.list_unsubscribe)
         mime["List-Unsubscribe"] = f"<{url}>"
         mime["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    mime.attach(_text_part(message.body_text, "plain"))
-    mime.attach(_text_part(message.body_html, "html"))
     return mime
+
+
+def _with_attachments(body: MIMEMultipart, attachments: Sequence[Attachment]) -> MIMEMultipart:
+    """multipart/mixed: the text and HTML alternative first, then each file (RFC 2046)."""
+    mixed = MIMEMultipart("mixed", boundary=f"=_{uuid.uuid4().hex}", policy=POLICY)
+    del body["MIME-Version"]  # the top-level message's header, not a part's
+    mixed.attach(body)
+    for attachment in attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        if maintype != "application":
+            raise ValueError(f"unsupported attachment type {attachment.content_type!r}")
+        part = MIMEApplication(attachment.data, subtype, policy=POLICY)  # base64
+        part.add_header(
+            "Content-Disposition", "attachment", filename=_checked("filename", attachment.filename)
+        )
+        mixed.attach(part)
+    return mixed
 
 
 def _text_part(text: str, subtype: str) -> MIMENonMultipart:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from models.base import utcnow
 from models.emails import EmailMessage, EmailStatus
 from services.db import SessionFactory, done, statement_at_a_time
+from services.mail.attachments import MadeThisBatch, attachments_for
 from services.mail.compose import compose
 from services.mail.transports import MailTransport
 
@@ -143,13 +144,17 @@ def _send(
     report: DeliveryReport,
 ) -> None:
     """Send the claimed messages, then claim and send the pending ids, over one connection."""
+    made: MadeThisBatch = {}
     try:
         with transport.connect() as connection:
             while claimed:
                 message = claimed.pop(0)
+                # Before the critical section: writing a PDF is no reason to hold off a
+                # termination, and a message interrupted here was not sent.
+                attachments = attachments_for(session, message, made)
                 with critical():
                     try:
-                        connection.send(compose(message, *sender))
+                        connection.send(compose(message, *sender, attachments))
                     except (smtplib.SMTPException, OSError, *COMPOSE_ERRORS) as exc:
                         # One message's failure; the rest of the batch still goes out
                         # unless the connection itself is gone.

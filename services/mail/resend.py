@@ -133,4 +133,6 @@ def _copy_of(original: EmailMessage, idempotency_key: str) -> EmailMessage:
         attempts=0,
         # A resend of a resend points at the first too: one list of resends per email.
         resend_of=original.resend_of or original.id,
+        # Its PDF, if it has one, is made from the invoice as it is when the resend goes out.
+        invoice_id=original.invoice_id,
     )

@@ -1,0 +1,267 @@
+"""The invoice PDF attached to Invoice Created and the Overdue notices, read back with pypdf
+from messages a real SMTP server received."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from email.message import EmailMessage as MimeMessage
+from unittest.mock import patch
+
+import payloads
+import pytest
+from conftest import Apply, Publisher
+from invoice_helpers import run
+from pypdf import PdfReader
+from smtp_sink import SmtpSink
+
+from models.settings import get_settings
+from services.db import SessionFactory
+from services.invoice_pdf.document import invoice_pdf
+from services.invoice_pdf.fonts import printable
+from services.mail.attachments import pdf_filename
+from services.mail.delivery import deliver_messages
+from services.mail.resend import resend
+from services.mail.transports import SmtpTransport
+
+FROM = "Billing <billing@host.example>"
+HOSTING = "Hébergement Pro \u2013 Zoë's plan (2026-03-15 - 2026-04-14)"
+ITEMS = [
+    # An en dash, accents and diaeresis: beyond Latin-1 and fpdf2's core fonts.
+    {"description": HOSTING, "amount": "1000.00"},
+    {"description": "Domain renewal example.com", "amount": "12.99"},
+    {"description": "Support 日本", "amount": "0.00"},
+]
+
+
+@pytest.fixture
+def company(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The company's name and postal address as the delivering process reads them."""
+    monkeypatch.setenv("CLIENTFLOW_COMPANY_NAME", "Bytes & Co Ltd")
+    monkeypatch.setenv(
+        "CLIENTFLOW_COMPANY_ADDRESS", "1 Example Street; Leeds LS1 1AA;United Kingdom"
+    )
+    monkeypatch.delenv("CLIENTFLOW_INVOICE_PDF", raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()  # the next test reads the environment as it was
+
+
+@pytest.fixture
+def invoiced(apply: Apply, company: None) -> None:
+    """Zoë's invoice I1 (number INV-I1), its items in several scripts, in GBP."""
+    apply(
+        "clients.add",
+        payloads.client("C1", firstname="Zoë", lastname="Brontë", send_welcome=False),
+    )
+    apply("invoices.upsert", payloads.invoice("I1", items=ITEMS))
+
+
+def _deliver(publisher: Publisher, session_factory: SessionFactory, smtp: SmtpSink) -> None:
+    report = deliver_messages(
+        publisher.message_ids, session_factory, SmtpTransport(smtp.url), FROM, max_attempts=3
+    )
+    assert report.failed == []
+    assert report.retry == []
+    publisher.sent.clear()
+
+
+def _received(smtp: SmtpSink, count: int) -> dict[str, MimeMessage]:
+    """The messages received since the last call, by template."""
+    messages = [r.message for r in smtp.wait_for(count)]
+    smtp.clear()
+    return {str(m["X-Clientflow-Template"]): m for m in messages}
+
+
+def _pdfs(message: MimeMessage) -> list[tuple[str | None, bytes]]:
+    """(file name, bytes) of each application/pdf attachment."""
+    found = []
+    for part in message.iter_attachments():
+        if part.get_content_type() == "application/pdf":
+            payload = part.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            found.append((part.get_filename(), payload))
+    return found
+
+
+def _text(pdf: bytes) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+
+
+def test_invoice_created_carries_the_invoice_as_a_pdf(
+    invoiced: None, publisher: Publisher, session_factory: SessionFactory, smtp: SmtpSink
+) -> None:
+    run(session_factory, publisher, "2026-03-01")
+    _deliver(publisher, session_factory, smtp)
+
+    message = _received(smtp, 1)["invoice_created"]
+    assert message.get_content_type() == "multipart/mixed"
+    body, attachment = message.iter_parts()
+    assert body.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in body.iter_parts()] == ["text/plain", "text/html"]
+    assert attachment.get_content_disposition() == "attachment"
+    [(filename, pdf)] = _pdfs(message)
+    assert filename == "invoice-INV-I1.pdf"
+    assert pdf.startswith(b"%PDF-")
+
+    text = _text(pdf)
+    for expected in (
+        "INV-I1",
+        HOSTING,
+        "Domain renewal example.com",
+        # A character the vendored fonts cannot draw is replaced, not dropped with the line.
+        "Support ??",
+        "£1,000.00",
+        "£12.99",
+        "£0.00",
+        "Sub Total £1,012.99",
+        "Tax £202.60",
+        "Total £1,215.59",
+        "Balance due £1,215.59",
+        # Invoiced to: the client, as the email says.
+        "Zoë Brontë",
+        "12 St James's Square",
+        "c1@example.com",
+        # From: the company.
+        "Bytes & Co Ltd",
+        "1 Example Street",
+        "Leeds LS1 1AA",
+        "March 15, 2026",
+    ):
+        assert expected in text, (expected, text)
+
+
+def test_the_overdue_notices_carry_it_the_reminder_and_confirmation_do_not(
+    invoiced: None,
+    apply: Apply,
+    publisher: Publisher,
+    session_factory: SessionFactory,
+    smtp: SmtpSink,
+) -> None:
+    attached: dict[str, list[str | None]] = {}
+    # Each run sends the one notice due that day (overdue days 1, 7, 14 after 15 March).
+    for day in ("2026-03-01", "2026-03-08", "2026-03-16", "2026-03-22", "2026-03-29"):
+        run(session_factory, publisher, day)
+        _deliver(publisher, session_factory, smtp)
+        for template, message in _received(smtp, 1).items():
+            attached[template] = [name for name, _ in _pdfs(message)]
+    apply("invoices.record_payment", payloads.payment("I1", "1215.59"))
+    _deliver(publisher, session_factory, smtp)
+    for template, message in _received(smtp, 1).items():
+        attached[template] = [name for name, _ in _pdfs(message)]
+
+    assert attached == {
+        "invoice_created": ["invoice-INV-I1.pdf"],
+        "invoice_payment_reminder": [],
+        "invoice_overdue_first": ["invoice-INV-I1.pdf"],
+        "invoice_overdue_second": ["invoice-INV-I1.pdf"],
+        "invoice_overdue_third": ["invoice-INV-I1.pdf"],
+        "invoice_payment_confirmation": [],
+    }
+
+
+def test_setting_it_off_sends_the_invoice_emails_without_it(
+    invoiced: None,
+    publisher: Publisher,
+    session_factory: SessionFactory,
+    smtp: SmtpSink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLIENTFLOW_INVOICE_PDF", "false")
+    get_settings.cache_clear()
+    run(session_factory, publisher, "2026-03-01")
+    _deliver(publisher, session_factory, smtp)
+
+    message = _received(smtp, 1)["invoice_created"]
+    assert message.get_content_type() == "multipart/alternative"
+    assert _pdfs(message) == []
+
+
+def test_other_emails_carry_no_attachment(
+    apply: Apply,
+    company: None,
+    publisher: Publisher,
+    session_factory: SessionFactory,
+    smtp: SmtpSink,
+) -> None:
+    apply("clients.add", payloads.client("C1", send_welcome=True))
+    apply("notifications.send", payloads.notification("C1", "general"))
+    _deliver(publisher, session_factory, smtp)
+
+    received = _received(smtp, 2)
+    assert sorted(received) == ["client_signup", "general_announcement"]
+    for message in received.values():
+        assert message.get_content_type() == "multipart/alternative"
+        assert list(message.iter_attachments()) == []
+
+
+def test_the_pdf_is_the_invoice_as_it_is_when_delivered(
+    invoiced: None,
+    apply: Apply,
+    publisher: Publisher,
+    session_factory: SessionFactory,
+    smtp: SmtpSink,
+) -> None:
+    """Paid in part between queueing and delivery: the email's text is the one logged with
+    the balance it had; the PDF is the invoice document as it now stands."""
+    run(session_factory, publisher, "2026-03-01")
+    queued = list(publisher.message_ids)
+    apply("invoices.record_payment", payloads.payment("I1", "215.59"))
+    publisher.sent.clear()
+    deliver_messages(queued, session_factory, SmtpTransport(smtp.url), FROM, max_attempts=3)
+
+    message = _received(smtp, 1)["invoice_created"]
+    body = message.get_body(("plain",))
+    assert body is not None
+    assert "Balance due: £1,215.59" in body.get_content()
+    [(_, pdf)] = _pdfs(message)
+    text = _text(pdf)
+    assert "Paid £215.59" in text
+    assert "Balance due £1,000.00" in text
+
+
+def test_a_resend_carries_the_pdf_too(
+    invoiced: None, publisher: Publisher, session_factory: SessionFactory, smtp: SmtpSink
+) -> None:
+    run(session_factory, publisher, "2026-03-01")
+    [original_id] = publisher.message_ids
+    _deliver(publisher, session_factory, smtp)
+    _received(smtp, 1)
+
+    resent = resend(session_factory, publisher, original_id)
+    assert resent.copy.invoice_id == "I1"
+    _deliver(publisher, session_factory, smtp)
+
+    [(filename, pdf)] = _pdfs(_received(smtp, 1)["invoice_created"])
+    assert filename == "invoice-INV-I1.pdf"
+    assert "Total £1,215.59" in _text(pdf)
+
+
+def test_each_invoice_pdf_is_written_once_per_delivery_batch(
+    invoiced: None,
+    apply: Apply,
+    publisher: Publisher,
+    session_factory: SessionFactory,
+    smtp: SmtpSink,
+) -> None:
+    apply("contacts.add", payloads.contact("K1", "C1", "invoice"))
+    apply("contacts.add", payloads.contact("K2", "C1", "invoice"))
+    run(session_factory, publisher, "2026-03-01")
+    with patch("services.mail.attachments.invoice_pdf", wraps=invoice_pdf) as writes:
+        _deliver(publisher, session_factory, smtp)
+
+    received = [r.message for r in smtp.wait_for(3)]
+    assert writes.call_count == 1
+    pdfs = {pdf for message in received for _, pdf in _pdfs(message)}
+    assert len(pdfs) == 1  # the same file for the holder and both contacts
+
+
+def test_file_names_keep_only_safe_characters() -> None:
+    assert pdf_filename("INV-2026-001") == "invoice-INV-2026-001.pdf"
+    assert pdf_filename('2026/03 "7"') == "invoice-2026-03-7.pdf"
+    assert pdf_filename("///") == "invoice-unnumbered.pdf"
+
+
+def test_printable_keeps_what_the_fonts_draw_and_replaces_the_rest() -> None:
+    assert printable("Zoë £ € Łukasz Ωμέγα Жук") == "Zoë £ € Łukasz Ωμέγα Жук"
+    assert printable("日本\n🙂") == "?? ?"
