@@ -122,6 +122,12 @@ class Sink:
     def url(self) -> str:
         return f"smtp://{HOST}:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("the sink is not started")
+        return self._proc.pid
+
     def start(self, timeout: float = 15.0) -> None:
         found = postfix_smtp_sink() if self._allow_postfix else "postfix smtp-sink not allowed"
         env = dict(os.environ)

@@ -5,7 +5,7 @@ from models.billing import Invoice, InvoiceNotice, InvoiceStatus, Notice, Servic
 from models.clients import Client, ClientStatus, Contact
 from models.dead_letters import DeadLetter
 from models.emails import EmailMessage, EmailStatus
-from models.ops import ScheduledRun, TaskStat
+from models.ops import ScheduledRun, ScheduledRunChunk, TaskStat
 from models.outbox import OutboxMessage
 from models.records import AuditEvent, ProcessedEvent, RejectedEvent
 
@@ -26,6 +26,7 @@ __all__ = [
     "ProcessedEvent",
     "RejectedEvent",
     "ScheduledRun",
+    "ScheduledRunChunk",
     "Service",
     "ServiceStatus",
     "TaskStat",

@@ -223,6 +223,13 @@ class Settings(BaseSettings):
         description="Attach the invoice as a PDF (invoice-<number>.pdf) to the Invoice Created "
         "and the three Overdue emails, made when each is delivered (docs/email.md).",
     )
+    invoice_chunk_size: int = Field(
+        default=2000,
+        ge=1,
+        le=100_000,
+        description="Services or invoices per chunk: the run splits each pass into chunks of "
+        "about this many, each a task any worker takes (its batches are batch-size long).",
+    )
 
     @field_validator("invoice_overdue_days", mode="before")
     @classmethod

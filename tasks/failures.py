@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from celery import Task
@@ -19,7 +20,15 @@ from tasks.retry import backoff_seconds, is_transient
 ERRORS_HEADER = "clientflow_errors"
 
 
-def retry_or_bury(task: Task[..., Any], kwargs: dict[str, Any], exc: Exception) -> NoReturn:
+def retry_or_bury(
+    task: Task[..., Any],
+    kwargs: dict[str, Any],
+    exc: Exception,
+    give_up: Callable[[str], object] | None = None,
+) -> NoReturn:
+    """Retry a transient failure with backoff; bury anything else, or a failure past its
+    retries, as a dead letter with its reason, after telling `give_up` that reason (what
+    the task leaves behind records that it gave up: an invoice run's chunk, failed)."""
     request = task.request
     errors = [*json.loads(request.get(ERRORS_HEADER) or "[]"), error_entry(exc)]
     limit = get_settings().event_max_retries
@@ -38,6 +47,8 @@ def retry_or_bury(task: Task[..., Any], kwargs: dict[str, Any], exc: Exception) 
     else:
         reason = f"unexpected error, not retried: {errors[-1]['error']}"
     try:
+        if give_up is not None:
+            give_up(reason)
         record_dead_letter(
             runtime.session_factory(),
             task_name=str(task.name),
@@ -48,7 +59,8 @@ def retry_or_bury(task: Task[..., Any], kwargs: dict[str, Any], exc: Exception) 
         )
     except Exception as store_error:
         # The store itself is away (often the very outage that exhausted the retries). Keep
-        # the message alive instead of acknowledging it into nothing.
+        # the message alive instead of acknowledging it into nothing; give_up is told again
+        # when it next gives up, and what it records must bear that.
         raise task.retry(
             exc=store_error,
             countdown=get_settings().retry_backoff_max,

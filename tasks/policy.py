@@ -1,10 +1,10 @@
-"""Policies as the settings give them: the invoice run's (lead time, notice days, batch size)
-and what recipients may opt out of."""
+"""Policies as the settings give them: the invoice run's (lead time, notice days, batch and
+chunk sizes) and what recipients may opt out of."""
 
 from __future__ import annotations
 
 from models.settings import get_settings
-from services.invoice_run.run import RunPolicy
+from services.invoice_run.policy import RunPolicy
 from services.invoice_run.schedule import NoticeSchedule
 from services.opt_outs import OptOutPolicy
 
@@ -29,5 +29,6 @@ def invoice_run_policy() -> RunPolicy:
         ),
         batch_size=settings.invoice_batch_size,
         company_name=settings.company,
+        chunk_size=settings.invoice_chunk_size,
         opt_outs=opt_out_policy(),
     )

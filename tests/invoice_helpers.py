@@ -14,7 +14,9 @@ from models.billing import InvoiceNotice
 from models.emails import EmailMessage
 from models.ops import ScheduledRun
 from services.db import SessionFactory
-from services.invoice_run.run import Progress, RunPolicy, run_invoices
+from services.invoice_run.chunk_work import Progress
+from services.invoice_run.policy import RunPolicy
+from services.invoice_run.run import run_invoices
 from services.invoice_run.schedule import NoticeSchedule
 
 POLICY = RunPolicy(
@@ -22,6 +24,8 @@ POLICY = RunPolicy(
     schedule=NoticeSchedule(reminder_days=7, overdue_days=(1, 7, 14)),
     batch_size=3,
     company_name=COMPANY,
+    # Two batches a chunk: a run of a few invoices already has several chunks.
+    chunk_size=6,
 )
 
 

@@ -33,6 +33,7 @@ def test_rabbitmq_gets_quorum_queues_confirms_and_no_redis_options(url: str) -> 
     assert by_name == {
         "events": ("topic", quorum),
         "emails": ("topic", quorum),
+        "invoice_run": ("topic", quorum),
         "celery": ("direct", None),
     }
     assert config["worker_detect_quorum_queues"] is True
@@ -45,7 +46,7 @@ def test_redis_keeps_its_own_transport_and_visibility_timeout() -> None:
     assert config["broker_transport_options"]["visibility_timeout"] == 3600
     assert "confirm_publish" not in config["broker_transport_options"]
     assert {name: args for name, (_, args) in queues(config).items()} == dict.fromkeys(
-        ("events", "emails", "celery")
+        ("events", "emails", "invoice_run", "celery")
     )
 
 

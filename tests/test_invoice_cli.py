@@ -74,6 +74,7 @@ def test_invoices_run_by_hand_shows_progress_and_a_summary(tmp_path: Path, redis
     assert lines["notice overdue_third"] == "0"
     assert lines["notices skipped (their day passed unrun)"] == "4"
     assert lines["emails queued"] == "2"
+    assert lines["chunks"] == "2"  # one per pass, run one after the other by the command
     assert "Invoice run 2 for 2026-03-01: succeeded" in second
     assert bad.returncode == 2
     assert "'tomorrow' is not a date like 2026-01-31" in bad.stderr

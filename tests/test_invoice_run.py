@@ -250,6 +250,9 @@ def test_queries_per_batch_do_not_depend_on_what_the_batch_holds(
             publisher,
             "2026-03-01",
             progress=lambda phase, n, counts: marks.append(len(statements)),
+            # One chunk: between two batches nothing but the second batch (a chunk's end
+            # and the next one's start would fall between some of them).
+            chunk_size=1000,
         )
     finally:
         event.remove(engine, "before_cursor_execute", count)

@@ -1,4 +1,5 @@
-"""The invoice run through real workers: Redis, PostgreSQL, the SMTP sink, two runs at once."""
+"""The invoice run through a real worker: Redis, PostgreSQL, the SMTP sink, two runs at once,
+a pool process killed mid-run (tests/test_invoice_fanout.py spreads one over two workers)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import signal
 from collections import Counter
 from datetime import timedelta
 from email.utils import getaddresses
+from pathlib import Path
 from typing import Any
 
 import payloads
@@ -18,7 +20,7 @@ from worker_process import WorkerProcess, worker_fixture
 
 from models.billing import InvoiceNotice
 from models.emails import EmailMessage, EmailStatus
-from models.ops import ScheduledRun
+from models.ops import ScheduledRun, ScheduledRunChunk
 from services.dispatch import Outcome, process_event
 from services.outbox import relay
 
@@ -26,9 +28,11 @@ pytestmark = pytest.mark.worker
 
 CLIENTS = 30
 INVOICES_PER_CLIENT = 4
-# Small batches, so the two runs below interleave over many transactions.
+# Small batches and chunks, so the two runs below interleave over many transactions and tasks.
 stopped_worker = worker_fixture(
-    name="stopped_worker", start=False, extra_settings={"invoice_batch_size": "8"}
+    name="stopped_worker",
+    start=False,
+    extra_settings={"invoice_batch_size": "8", "invoice_chunk_size": "24"},
 )
 
 
@@ -66,7 +70,8 @@ def test_two_runs_at_once_send_every_notice_exactly_once(
             load(worker, "invoices.upsert", payloads.invoice(f"I{c}-{i}", client_id))
     invoices = CLIENTS * INVOICES_PER_CLIENT
 
-    # Both published before the worker starts, so its two pool processes take one each.
+    # Both published before the worker starts, so its two pool processes take one each; then
+    # the chunks of both (five each) are taken by whichever process is free.
     for _ in range(2):
         worker.publish("invoices.run", {"run_date": "2026-03-01"})
     worker.start()
@@ -75,6 +80,7 @@ def test_two_runs_at_once_send_every_notice_exactly_once(
     worker.wait_idle(timeout=60)
 
     assert [r.status for r in runs] == ["succeeded", "succeeded"], [r.error for r in runs]
+    assert [r.counts["chunks"] for r in runs] == [{"planned": 5, "done": 5, "failed": 0}] * 2
     first, second = runs
     assert first.finished_at is not None
     assert second.finished_at is not None
@@ -131,13 +137,18 @@ def test_two_runs_at_once_send_every_notice_exactly_once(
     assert len(reminders) == invoices * 3
 
 
+# Not on `emails`: the kill below must hit a chunk, not a delivery (whose claimed emails
+# would wait out their lease). A second worker delivers once the run has ended.
 crash_worker = worker_fixture(
-    name="crash_worker", concurrency=1, extra_settings={"invoice_batch_size": "5"}
+    name="crash_worker",
+    concurrency=1,
+    extra_settings={"invoice_batch_size": "5", "invoice_chunk_size": "300"},
+    queues=["events", "invoice_run"],
 )
 
 
-def test_a_run_killed_half_way_is_run_again_and_sends_each_notice_once(
-    crash_worker: WorkerProcess, smtp: SmtpSink
+def test_a_run_whose_pool_process_is_killed_goes_on_and_ends_with_exact_counts(
+    crash_worker: WorkerProcess, smtp: SmtpSink, tmp_path: Path
 ) -> None:
     worker = crash_worker
     invoices = 600
@@ -149,16 +160,21 @@ def test_a_run_killed_half_way_is_run_again_and_sends_each_notice_once(
 
     worker.publish("invoices.run", {"run_date": "2026-03-01"})
 
-    def some_notices(session: Session) -> int:
-        return len(session.scalars(select(InvoiceNotice.invoice_id)).all()) >= 50
+    def chunk_half_way(session: Session) -> bool:
+        # 10 of its 60 batches committed: the kill lands well before the chunk's end.
+        return any(
+            chunk.status == "pending" and chunk.counts["batches"]["notify"] >= 10
+            for chunk in session.scalars(select(ScheduledRunChunk))
+        )
 
-    worker.wait_for_db(some_notices, "the run's first batches")
-    # The pool process dies mid-run, as on an OOM kill; the task was not acknowledged, so
-    # the worker requeues it (task_reject_on_worker_lost) and a new pool process runs it again.
+    worker.wait_for_db(chunk_half_way, "a chunk's first batches")
+    # The pool process dies mid-chunk, as on an OOM kill; the chunk's task was not
+    # acknowledged, so the worker requeues it (task_reject_on_worker_lost) and a new pool
+    # process runs it again: the same run goes on from the chunk's last committed batch.
     os.kill(pool_process, signal.SIGKILL)
     runs = worker.wait_for_db(
-        lambda s: [r for r in s.scalars(select(ScheduledRun)) if r.status == "succeeded"],
-        "the invoice run run again",
+        lambda s: [r for r in s.scalars(select(ScheduledRun)) if r.finished_at is not None],
+        "the invoice run to end",
         timeout=120,
     )
     # What beat's outbox relay would do: publish a delivery whose batch committed just before
@@ -170,17 +186,29 @@ def test_a_run_killed_half_way_is_run_again_and_sends_each_notice_once(
         sending_lease=timedelta(hours=1),
         forgotten_after=timedelta(hours=2),
     )
-    worker.wait_no_email_owed(timeout=120)
-    worker.wait_idle(timeout=60)
+    postman = WorkerProcess(
+        broker_url=worker.broker_url,
+        database_url=worker.database_url,
+        smtp_url=smtp.url,
+        workdir=tmp_path / "postman",
+        flush=False,
+        queues=["emails"],
+    )
+    try:
+        postman.start()
+        worker.wait_no_email_owed(timeout=120)
+        worker.wait_idle(timeout=60)
+    finally:
+        postman.close()
 
+    (run,) = runs
+    assert (run.status, run.error) == ("succeeded", None)
+    # The killed chunk's finished batches and its second delivery's add up to it once.
+    assert run.counts["notices"]["invoice_created"] == invoices
+    assert run.counts["emails"] == invoices
+    assert run.counts["chunks"] == {"planned": 2, "done": 2, "failed": 0}
     with worker.sessions() as session:
-        crashed, finished = session.scalars(select(ScheduledRun).order_by(ScheduledRun.id)).all()
-    assert [r.id for r in runs] == [finished.id]
-    # The killed run never finished; what its committed batches did is in its counts.
-    assert (crashed.status, crashed.finished_at) == ("running", None)
-    done_before = crashed.counts["notices"]["invoice_created"]
-    assert 50 <= done_before < invoices
-    assert done_before + finished.counts["notices"]["invoice_created"] == invoices
+        assert set(session.scalars(select(InvoiceNotice.run_id))) == {run.id}
 
     events = Counter(m.message["X-Clientflow-Event-Id"] for m in smtp.messages)
     assert len(events) == invoices

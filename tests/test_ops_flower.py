@@ -94,7 +94,7 @@ def test_flower_sees_our_worker_and_a_processed_task(
 
     info = wait_until(worker_listed, f"{worker.hostname} in Flower's /api/workers")
     queues = sorted(q["name"] for q in info.get("active_queues", []))
-    assert queues == ["celery", "emails", "events"]
+    assert queues == ["celery", "emails", "events", "invoice_run"]
 
     # Task events are not stored by the broker, so Flower only knows what it saw live; wait
     # until its event receiver has heard from our worker before publishing.

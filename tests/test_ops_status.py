@@ -39,6 +39,7 @@ def test_status_with_the_broker_down_still_shows_the_database(tmp_path: Path) ->
         "celery": None,
         "emails": None,
         "events": None,
+        "invoice_run": None,
     }
     assert snapshot.emails is not None
     assert snapshot.tasks_last_hour == []
@@ -56,7 +57,12 @@ def test_status_on_an_unmigrated_database_names_the_problem(tmp_path: Path) -> N
     assert snapshot.emails is None
     assert snapshot.dead_letters is None
     # The embedded filesystem broker still answers: its folder has no message in it.
-    assert {q.name: q.depth for q in snapshot.queues} == {"celery": 0, "emails": 0, "events": 0}
+    assert {q.name: q.depth for q in snapshot.queues} == {
+        "celery": 0,
+        "emails": 0,
+        "events": 0,
+        "invoice_run": 0,
+    }
     assert all(q.unacked is None for q in snapshot.queues)
 
 

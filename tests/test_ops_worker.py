@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -23,7 +24,7 @@ from workers.ops.queues import read_queues
 
 pytestmark = pytest.mark.worker
 
-QUEUES = ["celery", "emails", "events"]
+QUEUES = ["celery", "emails", "events", "invoice_run"]
 
 worker = worker_fixture()
 stopped_worker = worker_fixture(name="stopped_worker", start=False)
@@ -83,7 +84,7 @@ def test_queue_depth_is_what_was_published_while_no_worker_runs(
 
     snapshot = status_json(worker)
     depth = {q.name: q.depth for q in snapshot.queues}
-    assert depth == {"celery": 0, "emails": 1, "events": 5}
+    assert depth == {"celery": 0, "emails": 1, "events": 5, "invoice_run": 0}
     by_name = {q.name: q for q in snapshot.queues}
     assert by_name["events"].oldest_age_seconds is not None
     assert by_name["celery"].oldest_age_seconds is None
@@ -94,7 +95,8 @@ def test_queue_depth_is_what_was_published_while_no_worker_runs(
     assert done.returncode == 1  # no worker online
     human = done.stdout
     assert "Workers: none online" in human
-    assert "events │     5" in human
+    # The queue's name, padded to the longest (invoice_run), then its depth.
+    assert re.search(r"\bevents +│ +5 ", human), human
 
     worker.start()
     worker.wait_applied(*(p["event_id"] for p in events))

@@ -98,10 +98,12 @@ def test_the_event_and_email_queues_are_quorum_queues_with_a_dead_letter_exchang
     rabbit_worker: WorkerProcess, rabbitmq_vhost: Vhost
 ) -> None:
     queues = rabbitmq_vhost.queues()
-    kinds = {name: queues[name].type for name in ("events", "emails", "celery", DEAD_LETTER_QUEUE)}
+    names = ("events", "emails", "invoice_run", "celery", DEAD_LETTER_QUEUE)
+    kinds = {name: queues[name].type for name in names}
     assert kinds == {
         "events": "quorum",
         "emails": "quorum",
+        "invoice_run": "quorum",
         # Stock Celery's own declaration, so a publisher that forgets the queue reaches it.
         "celery": "classic",
         DEAD_LETTER_QUEUE: "quorum",

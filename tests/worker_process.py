@@ -106,6 +106,7 @@ class WorkerProcess:
         beat: bool = False,
         node: str | None = None,
         vhost: Vhost | None = None,
+        queues: Sequence[str] | None = None,
     ) -> None:
         self.vhost = vhost
         if vhost is not None:
@@ -119,6 +120,8 @@ class WorkerProcess:
         self.log_path = workdir / "worker.log"
         self.pool = pool
         self.concurrency = concurrency
+        # The queues it consumes (`-Q`); None: every queue the app declares.
+        self.queues = queues
         self.env = build_worker_env(
             broker_url, database_url, smtp_url, workdir, **(extra_settings or {})
         )
@@ -150,6 +153,7 @@ class WorkerProcess:
         return [
             sys.executable, "-m", "celery", "-A", "workers.app", "worker",
             *pool, "-n", self.hostname, "--loglevel", "INFO",
+            *(["-Q", ",".join(self.queues)] if self.queues else []),
             "--without-mingle", "--without-gossip",
             # Embedded beat runs the outbox relay; its schedule file stays in the workdir.
             *(["-B", "--schedule", str(self.workdir / "beat-schedule")] if self.beat else []),
@@ -416,6 +420,7 @@ def worker_fixture(
     concurrency: int = 2,
     database_url_suffix: str = "",
     extra_settings: dict[str, str] | None = None,
+    queues: Sequence[str] | None = None,
 ) -> Any:
     """Make a function-scoped fixture giving a WorkerProcess on a fresh PostgreSQL database.
 
@@ -439,6 +444,7 @@ def worker_fixture(
             pool=pool,
             concurrency=concurrency,
             extra_settings=extra_settings,
+            queues=queues,
         )
         try:
             if start:

@@ -1,6 +1,7 @@
 """The Celery app: one configuration for publishers and workers, chosen from settings.
 
-Run a worker with `celery -A workers.app worker` (queues `events`, `emails`, `celery`) and one
+Run a worker with `celery -A workers.app worker` (queues `events`, `emails`, `invoice_run`,
+`celery`) and one
 `celery -A workers.app beat` for the scheduled runs (the outbox relay, the invoice run).
 """
 
@@ -14,6 +15,7 @@ from celery.schedules import crontab
 from kombu import Exchange, Queue
 
 from models.settings import Settings, get_settings
+from services.invoice_run.handoff import CHUNK_TASK
 from workers import signals as _process_signals  # noqa: F401  (connects the process hooks)
 from workers.broker import rabbitmq, redis_transport
 from workers.broker.dead_letters import DeadLetterRecorder
@@ -76,7 +78,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # Hourly; two at once are safe (see tasks/ops.py).
             "ops-housekeeping": {"task": "ops.housekeeping", "schedule": 3600.0},
         },
-        # Two queues so a backlog of emails never delays client changes (and ops can see each).
+        # Queues of their own so a backlog of emails or of a run's chunks never delays client
+        # changes (and ops can see each).
         # Each has its own exchange and key: sharing one would copy every message into both.
         "task_default_queue": "events",
         "task_default_exchange": "events",
@@ -84,12 +87,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": (
             Queue("events", Exchange("events", type="direct"), routing_key="events"),
             Queue("emails", Exchange("emails", type="direct"), routing_key="emails"),
+            # The chunks of invoice runs: hundreds at once for a large run, which on `events`
+            # would queue client changes behind the whole run.
+            Queue("invoice_run", Exchange("invoice_run", type="direct"), routing_key="invoice_run"),
             # Celery's stock default queue: a publisher that calls send_task without
             # queue="events" still reaches a worker instead of waiting forever.
             Queue("celery", Exchange("celery", type="direct"), routing_key="celery"),
         ),
         # (On RabbitMQ the queues are quorum queues on topic exchanges: rabbitmq.amqp_config.)
-        "task_routes": {"emails.*": {"queue": "emails"}},
+        "task_routes": {
+            "emails.*": {"queue": "emails"},
+            # By name: the invoice events (invoices.upsert, ...) stay on `events`.
+            CHUNK_TASK: {"queue": "invoice_run"},
+        },
         # Task events cost broker messages on every task; Flower and `celery events` switch
         # the workers' on while they watch (enable_events), so they are off unless asked for.
         "worker_send_task_events": settings.task_events,

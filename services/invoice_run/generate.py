@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
 
 from models.billing import (
@@ -18,6 +18,7 @@ from models.billing import (
     Service,
     ServiceStatus,
 )
+from services.invoice_run.ranges import id_range
 from services.sql import insert_new_rows
 
 MONTHS = {
@@ -45,20 +46,26 @@ def invoice_id_for(service_id: str, due: date) -> str:
     return f"{GENERATED_INVOICE_PREFIX}{service_id}:{due:%Y%m%d}"
 
 
-def select_services(on: date, lead_days: int, after: str, size: int) -> Select[Service]:
-    """Active services falling due within the lead time, in id order after `after`.
+def services_due(on: date, lead_days: int) -> list[ColumnElement[bool]]:
+    """What makes a service owe invoices on day `on`: Active, billed, due within the lead time."""
+    return [
+        Service.status == ServiceStatus.ACTIVE,
+        Service.billing_cycle != BillingCycle.FREE,
+        Service.next_due_date.is_not(None),
+        Service.next_due_date <= on + timedelta(days=lead_days),
+    ]
+
+
+def select_services(
+    on: date, lead_days: int, after: str, through: str | None, size: int
+) -> Select[Service]:
+    """Services falling due, in id order above `after` and up to `through` (None: no end).
 
     SKIP LOCKED (PostgreSQL): a concurrent run takes other services instead of waiting.
     """
     return (
         select(Service)
-        .where(
-            Service.status == ServiceStatus.ACTIVE,
-            Service.billing_cycle != BillingCycle.FREE,
-            Service.next_due_date.is_not(None),
-            Service.next_due_date <= on + timedelta(days=lead_days),
-            Service.id > after,
-        )
+        .where(*services_due(on, lead_days), *id_range(Service.id, after, through))
         .order_by(Service.id)
         .limit(size)
         .with_for_update(skip_locked=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, exists, or_, select
+from sqlalchemy import ColumnElement, Select, and_, delete, exists, or_, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, selectinload
 
@@ -16,6 +16,7 @@ from models.billing import Invoice, InvoiceNotice, InvoiceStatus, Notice, Notice
 from models.clients import Client
 from models.company import CompanyLike
 from services.invoice_mail import queue_notice_emails
+from services.invoice_run.ranges import id_range
 from services.invoice_run.schedule import NoticeSchedule, decide
 from services.opt_outs import OptOutPolicy
 from services.redaction import redact_addresses
@@ -25,30 +26,34 @@ from services.sql import insert_new_rows
 log = logging.getLogger(__name__)
 
 
-def select_invoices(on: date, schedule: NoticeSchedule, after: str, size: int) -> Select[Invoice]:
-    """Unpaid invoices owed a notice (anti-join on invoice_notices), in id order after `after`.
+def invoices_owed(on: date, schedule: NoticeSchedule) -> list[ColumnElement[bool]]:
+    """What makes an invoice owe a notice on day `on`: Unpaid, dated, and its Invoice Created
+    or its current stage not recorded yet (an anti-join on invoice_notices)."""
+
+    def missing(notice: Any) -> ColumnElement[bool]:
+        return ~exists().where(
+            and_(InvoiceNotice.invoice_id == Invoice.id, InvoiceNotice.notice == notice)
+        )
+
+    return [
+        Invoice.status == InvoiceStatus.UNPAID,
+        Invoice.date <= on,
+        or_(missing(Notice.INVOICE_CREATED.value), missing(schedule.current_stage_sql(on))),
+    ]
+
+
+def select_invoices(
+    on: date, schedule: NoticeSchedule, after: str, through: str | None, size: int
+) -> Select[Invoice]:
+    """Invoices owed a notice, in id order above `after` and up to `through` (None: no end).
 
     Its notices, client and the client's contacts (billing contact among them) come in one
     query each, whatever the batch holds. SKIP LOCKED (PostgreSQL): a concurrent run takes
     the next invoices instead of waiting for these.
     """
-
-    def missing(notice: Any) -> Any:
-        return ~exists().where(
-            and_(InvoiceNotice.invoice_id == Invoice.id, InvoiceNotice.notice == notice)
-        )
-
     return (
         select(Invoice)
-        .where(
-            Invoice.status == InvoiceStatus.UNPAID,
-            Invoice.date <= on,
-            Invoice.id > after,
-            or_(
-                missing(Notice.INVOICE_CREATED.value),
-                missing(schedule.current_stage_sql(on)),
-            ),
-        )
+        .where(*invoices_owed(on, schedule), *id_range(Invoice.id, after, through))
         .order_by(Invoice.id)
         .limit(size)
         .options(

@@ -1,77 +1,63 @@
-"""One invoice run: a ScheduledRun row, the generation pass, the notice pass, each in batches.
+"""One invoice run: a ScheduledRun row, its passes split into chunks, and its end.
 
-Each batch is its own transaction, so a run that crashes keeps what its finished batches
-did (and their counts) and a rerun goes on from there: both passes select only work still
-owed. The session of each batch is closed with it, so memory does not grow with the data.
+`start_run` records the run and plans its first pass; the chunks go to a Handoff, which on
+the workers makes each a task any worker takes (handoff.to_workers, the invoices.run task),
+so adding workers adds speed. `run_invoices` runs every chunk in this process instead
+(`clientflow invoices run`, the tests), with the same chunks, counts and end.
+
+Each batch of a chunk is its own transaction, so a run whose worker crashes keeps what its
+finished batches did (and their counts) and the chunk's next delivery goes on from there: both
+passes select only work still owed. The session of each batch is closed with it, so memory
+does not grow with the data.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from functools import partial
-from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, update
+from sqlalchemy import exists, func, select
 
 from models.base import utcnow
-from models.billing import Invoice, Service
-from models.company import CompanyLike
-from models.ops import ScheduledRun
-from services import outbox
+from models.ops import ScheduledRun, ScheduledRunChunk
 from services.db import SessionFactory, UnitOfWork
-from services.invoice_run.counting import counting_statements
-from services.invoice_run.generate import generate_batch, select_services
-from services.invoice_run.notify import notify_batch, select_invoices
-from services.invoice_run.schedule import STAGES, NoticeSchedule
-from services.opt_outs import DEFAULT_OPT_OUTS, OptOutPolicy
-from services.outbox import DELIVER_TASK, Publish
+from services.invoice_run.chunk_work import Progress, run_chunk
+from services.invoice_run.chunks import PENDING, ChunkKey
+from services.invoice_run.fan_in import ABANDONED, RUNNING, fail_run, fold, lock_run, refold, settle
+from services.invoice_run.handoff import Handoff, kept_here
+from services.invoice_run.policy import RunPolicy
+from services.outbox import Publish
 from services.redaction import redact_addresses
 
 log = logging.getLogger(__name__)
 
-# A row of the pass being paged (a Service or an Invoice): what `after` and `.id` refer to.
-Row = TypeVar("Row", Service, Invoice)
-
 RUN_NAME = "invoices.run"
-# A batch commits within seconds, and each commit moves the run's heartbeat; a `running` run
-# silent for this long lost its worker (kill -9, OOM). Its redelivered task is a new run.
+# A batch commits within seconds, and each commit moves its chunk's heartbeat (each chunk's
+# end, the run's); a `running` run silent for this long lost its workers (kill -9, OOM).
 STALE_AFTER = timedelta(minutes=15)
 
-MAX_PROBLEMS_KEPT = 20
 
-# Called after each committed batch with the pass ("generate" | "notify"), the number of
-# rows the batch looked at, and the run's counts so far (what the CLI's progress bar shows).
-Progress = Callable[[str, int, dict[str, Any]], None]
+def start_run(
+    session_factory: SessionFactory, policy: RunPolicy, on: date, handoff: Handoff
+) -> ScheduledRun:
+    """Record a run for day `on` and plan its first pass, its chunks handed to `handoff`.
 
-
-@dataclass(frozen=True)
-class RunPolicy:
-    lead_days: int
-    schedule: NoticeSchedule
-    batch_size: int
-    company_name: CompanyLike
-    opt_outs: OptOutPolicy = DEFAULT_OPT_OUTS
-
-
-def new_counts() -> dict[str, Any]:
-    return {
-        "generated": 0,
-        "notices": {notice.value: 0 for notice in STAGES},
-        "skipped": 0,
-        "no_recipient": 0,
-        "emails": 0,
-        # Invoices the notice pass could not handle (left for the next run), and the last
-        # few reasons, so ops can see which and why.
-        "unhandled": 0,
-        "problems": [],
-        "batches": {"generate": 0, "notify": 0},
-        # The most statements one batch's transaction sent, per pass.
-        "queries_per_batch": {"generate": 0, "notify": 0},
-    }
+    A run with nothing to do ends here (succeeded). If planning fails the run is recorded
+    as failed, with the error, and the error raised.
+    """
+    run_id = _start(session_factory, on)
+    try:
+        with UnitOfWork(session_factory) as uow:
+            run = lock_run(uow.session, run_id)
+            if run is None:
+                raise LookupError(f"scheduled run {run_id} vanished as it started")
+            settle(uow, run, policy, handoff)
+            uow.commit()
+    except BaseException as exc:
+        _record_failure(session_factory, run_id, exc)
+        raise
+    return load_run(session_factory, run_id)
 
 
 def run_invoices(
@@ -81,194 +67,93 @@ def run_invoices(
     on: date,
     progress: Progress | None = None,
 ) -> ScheduledRun:
-    """Run for day `on`; returns the finished ScheduledRun (succeeded, or failed and raises)."""
-    run = _start(session_factory, on)
-    counts = new_counts()
+    """Run for day `on` in this process, chunk after chunk; returns the finished ScheduledRun
+    (succeeded, or failed and raises)."""
+    run = start_run(session_factory, policy, on, kept_here)
     try:
-        _generate(session_factory, policy, on, run.id, counts, progress)
-        _notify(session_factory, publish, policy, on, run.id, counts, progress)
+        while (key := _next_pending(session_factory, run.id)) is not None:
+            run_chunk(session_factory, publish, policy, key, kept_here, progress)
     except BaseException as exc:
-        try:
-            error = redact_addresses("".join(traceback.format_exception(exc)))
-            _finish(session_factory, run, counts, "failed", error)
-        except Exception:  # often the same outage; the original error is the one to raise
-            log.exception("could not record invoice run %s as failed", run.id)
+        _record_failure(session_factory, run.id, exc)
         raise
-    _finish(session_factory, run, counts, "succeeded", None)
-    return run
+    return load_run(session_factory, run.id)
 
 
-def _generate(
-    session_factory: SessionFactory,
-    policy: RunPolicy,
-    on: date,
-    run_id: int,
-    counts: dict[str, Any],
-    progress: Progress | None,
-) -> None:
-    def handle(uow: UnitOfWork, services: list[Service]) -> None:
-        generated = generate_batch(uow.session, services, on, policy.lead_days)
-        counts["generated"] += generated.invoices
-
-    _in_batches(
-        session_factory,
-        "generate",
-        lambda after: select_services(on, policy.lead_days, after, policy.batch_size),
-        handle,
-        run_id,
-        counts,
-        progress,
-    )
+def load_run(session_factory: SessionFactory, run_id: int) -> ScheduledRun:
+    with session_factory() as session:
+        run = session.get(ScheduledRun, run_id)
+        if run is None:
+            raise LookupError(f"no scheduled run {run_id}")
+        return run
 
 
-def _notify(
-    session_factory: SessionFactory,
-    publish: Publish,
-    policy: RunPolicy,
-    on: date,
-    run_id: int,
-    counts: dict[str, Any],
-    progress: Progress | None,
-) -> None:
-    def handle(uow: UnitOfWork, invoices: list[Invoice]) -> None:
-        notified = notify_batch(
-            uow.session,
-            invoices,
-            on=on,
-            schedule=policy.schedule,
-            run_id=run_id,
-            company_name=policy.company_name,
-            opt_outs=policy.opt_outs,
-        )
-        staged = []
-        if notified.email_ids:
-            # One delivery per batch; the batches of a run spread over the workers.
-            message = outbox.stage(uow.session, DELIVER_TASK, {"message_ids": notified.email_ids})
-            uow.session.flush()
-            staged.append(message.id)
-        for notice, number in notified.sent.items():
-            counts["notices"][notice] += number
-        counts["skipped"] += notified.skipped
-        counts["no_recipient"] += notified.no_recipient
-        counts["emails"] += len(notified.email_ids)
-        counts["unhandled"] += len(notified.problems)
-        counts["problems"] = (counts["problems"] + notified.problems)[-MAX_PROBLEMS_KEPT:]
-        uow.after_commit(partial(outbox.publish_staged, session_factory, staged, publish))
-
-    _in_batches(
-        session_factory,
-        "notify",
-        lambda after: select_invoices(on, policy.schedule, after, policy.batch_size),
-        handle,
-        run_id,
-        counts,
-        progress,
-    )
+def _next_pending(session_factory: SessionFactory, run_id: int) -> ChunkKey | None:
+    with session_factory() as session:
+        chunk = session.scalars(
+            select(ScheduledRunChunk)
+            .where(ScheduledRunChunk.run_id == run_id, ScheduledRunChunk.status == PENDING)
+            .order_by(ScheduledRunChunk.phase, ScheduledRunChunk.seq)
+            .limit(1)
+        ).first()
+        return None if chunk is None else ChunkKey.of(chunk)
 
 
-def _in_batches(
-    session_factory: SessionFactory,
-    phase: str,
-    select_batch: Callable[[str], Select[Row]],
-    handle: Callable[[UnitOfWork, list[Row]], None],
-    run_id: int,
-    counts: dict[str, Any],
-    progress: Progress | None,
-) -> None:
-    """Keyset paging by id, one transaction per batch: `handle` does the batch's work, and
-    the run's counts commit with it (see _batch_done)."""
-    after = ""
-    while True:
-        with UnitOfWork(session_factory) as uow, counting_statements(uow.session) as counter:
-            rows = list(uow.session.scalars(select_batch(after)))
-            if not rows:
-                return
-            handle(uow, rows)
-            _batch_done(uow, run_id, counts, phase, counter.count)
-            uow.commit()
-        after = rows[-1].id
-        if progress is not None:
-            progress(phase, len(rows), counts)
-
-
-def _batch_done(
-    uow: UnitOfWork, run_id: int, counts: dict[str, Any], phase: str, statements: int
-) -> None:
-    """Counts commit with the batch, so a crashed run still shows what it did.
-
-    The statement count includes this UPDATE (sent right after it is taken).
-    """
-    counts["batches"][phase] += 1
-    most = counts["queries_per_batch"]
-    most[phase] = max(most[phase], statements + 1)
-    uow.session.execute(
-        update(ScheduledRun)
-        .where(ScheduledRun.id == run_id)
-        .values(counts=_copy(counts), heartbeat_at=utcnow())
-    )
-
-
-def _copy(counts: dict[str, Any]) -> dict[str, Any]:
-    # A fresh structure each time: the JSON type compares by value to decide what to write.
-    return {
-        k: dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v
-        for k, v in counts.items()
-    }
-
-
-def _start(session_factory: SessionFactory, on: date) -> ScheduledRun:
+def _start(session_factory: SessionFactory, on: date) -> int:
     abandon_stale_runs(session_factory)
     with session_factory() as session:
         run = ScheduledRun(
             name=RUN_NAME,
             run_date=on,
-            status="running",
-            counts=new_counts(),
+            status=RUNNING,
+            counts=fold([]),
             heartbeat_at=utcnow(),
         )
         session.add(run)
         session.commit()
-        return run
+        return run.id
+
+
+def _record_failure(session_factory: SessionFactory, run_id: int, exc: BaseException) -> None:
+    try:
+        error = redact_addresses("".join(traceback.format_exception(exc)))
+        fail_run(session_factory, run_id, error)
+    except Exception:  # often the same outage; the original error is the one to raise
+        log.exception("could not record invoice run %s as failed", run_id)
 
 
 def abandon_stale_runs(session_factory: SessionFactory, now: datetime | None = None) -> int:
-    """Mark `running` runs whose heartbeat stopped STALE_AFTER ago as abandoned.
+    """Mark `running` runs whose heartbeats stopped STALE_AFTER ago as abandoned.
 
-    Without this a run whose worker died stays `running` in `clientflow ops status` for good.
-    What it did is kept (its counts were committed batch by batch); the notices it did not
-    reach are sent by the run that took over, since each notice is claimed by a unique row.
+    Without this a run whose workers died stays `running` in `clientflow ops status` for good.
+    What it did is kept (its chunks' counts are added up once more); the notices it did not
+    reach are sent by a later run, since each notice is claimed by a unique row. Should one of
+    its chunks still end (it was only waiting in a long queue), the run goes on (fan_in.py).
     """
-    moment = now or utcnow()
+    cutoff = (now or utcnow()) - STALE_AFTER
+    chunk_moved = exists().where(
+        ScheduledRunChunk.run_id == ScheduledRun.id, ScheduledRunChunk.heartbeat_at >= cutoff
+    )
+    stale = (
+        ScheduledRun.status == RUNNING,
+        func.coalesce(ScheduledRun.heartbeat_at, ScheduledRun.started_at) < cutoff,
+        ~chunk_moved,
+    )
     with session_factory() as session:
-        result = session.execute(
-            update(ScheduledRun)
-            .where(
-                ScheduledRun.status == "running",
-                func.coalesce(ScheduledRun.heartbeat_at, ScheduledRun.started_at)
-                < moment - STALE_AFTER,
-            )
-            .values(
-                status="abandoned",
-                finished_at=moment,
-                error=f"no progress for over {STALE_AFTER}: its worker was lost",
-            )
-        )
-        session.commit()
-    return int(getattr(result, "rowcount", 0) or 0)
-
-
-def _finish(
-    session_factory: SessionFactory,
-    run: ScheduledRun,
-    counts: dict[str, Any],
-    status: str,
-    error: str | None,
-) -> None:
-    with session_factory() as session:
-        session.execute(
-            update(ScheduledRun)
-            .where(ScheduledRun.id == run.id)
-            .values(status=status, finished_at=utcnow(), counts=_copy(counts), error=error)
-        )
-        session.commit()
-    run.status, run.counts, run.error = status, _copy(counts), error
+        candidates = list(session.scalars(select(ScheduledRun.id).where(*stale)))
+    abandoned = 0
+    for run_id in candidates:
+        with UnitOfWork(session_factory) as uow:
+            # Asked again under the lock: a chunk may have ended since.
+            run = uow.session.scalars(
+                select(ScheduledRun)
+                .where(ScheduledRun.id == run_id, *stale)
+                .with_for_update(key_share=True)
+            ).first()
+            if run is None:
+                continue
+            refold(uow.session, run)
+            run.status, run.finished_at = ABANDONED, now or utcnow()
+            run.error = f"no progress for over {STALE_AFTER}: its worker was lost"
+            uow.commit()
+            abandoned += 1
+    return abandoned

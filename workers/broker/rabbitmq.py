@@ -2,9 +2,10 @@
 
 What each choice buys (docs/deployment.md, "RabbitMQ"):
 
-- `events` and `emails` are quorum queues: replicated, durable, and they count deliveries, so a
-  message that a worker never acknowledges (it died with it, again and again) is dead-lettered
-  after `amqp_delivery_limit` deliveries instead of cycling for ever.
+- `events`, `emails` and `invoice_run` (the invoice run's chunks) are quorum queues:
+  replicated, durable, and they count deliveries, so a message that a worker never
+  acknowledges (it died with it, again and again) is dead-lettered after
+  `amqp_delivery_limit` deliveries instead of cycling for ever.
 - Every publish waits for the broker's confirm (kombu's `confirm_publish`): a publish that
   returned is on disk on the queue's quorum, one that raised is retried by its caller.
 - Acknowledgement is the broker's: a worker whose connection closes (killed, or its host gone)
@@ -33,7 +34,7 @@ from models.settings import Settings
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 DEAD_LETTER_EXCHANGE = "dead-letter"
 DEAD_LETTER_QUEUE = "dead-letter"
-QUORUM_QUEUES = ("events", "emails")
+QUORUM_QUEUES = ("events", "emails", "invoice_run")
 
 
 def is_amqp(broker_url: str) -> bool:
