@@ -227,7 +227,7 @@ def test_ops_status_reads_queue_depths_from_rabbitmq(
     first = rabbit_worker_factory()
     before = status_json(first)  # a vhost where no worker has declared anything yet
     assert before.problems == [
-        "broker: no queue celery, emails, events, dead-letter yet: start a worker, "
+        "broker: no queue celery, emails, events, invoice_run, dead-letter yet: start a worker, "
         "which declares them"
     ]
 
@@ -238,7 +238,7 @@ def test_ops_status_reads_queue_depths_from_rabbitmq(
         first.publish("clients.add", payload)
     snapshot = status_json(first)
     assert {q.name: q.depth for q in snapshot.queues} == {
-        "celery": 0, "emails": 0, "events": 3, DEAD_LETTER_QUEUE: 0,
+        "celery": 0, "emails": 0, "events": 3, "invoice_run": 0, DEAD_LETTER_QUEUE: 0,
     }  # fmt: skip
     assert snapshot.problems == []
     # Neither is available over AMQP: None in the JSON, said in words in the table.
