@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from typing import Any
 from email.message import EmailMessage as MimeMessage
 from unittest.mock import patch
 
@@ -15,9 +16,10 @@ from invoice_helpers import run
 from pypdf import PdfReader
 from smtp_sink import SmtpSink
 
+from models.billing import Invoice
 from models.settings import get_settings
 from services.db import SessionFactory
-from services.invoice_pdf.document import invoice_pdf
+from services.invoice_pdf.document import Company, invoice_pdf
 from services.invoice_pdf.fonts import printable
 from services.mail.attachments import pdf_filename
 from services.mail.delivery import deliver_messages
@@ -265,3 +267,54 @@ def test_file_names_keep_only_safe_characters() -> None:
 def test_printable_keeps_what_the_fonts_draw_and_replaces_the_rest() -> None:
     assert printable("Zoë £ € Łukasz Ωμέγα Жук") == "Zoë £ € Łukasz Ωμέγα Жук"
     assert printable("日本\n🙂") == "?? ?"
+
+
+def _fonts(pdf: bytes) -> set[str]:
+    """The base fonts the first page is set in: a core font's name ("/Helvetica") is the
+    reader's own font; an embedded one carries a subset prefix ("/MPDFAA+DejaVuSans")."""
+    resources: Any = PdfReader(io.BytesIO(pdf)).pages[0]["/Resources"]
+    return {str(font.get_object()["/BaseFont"]) for font in resources["/Font"].values()}
+
+
+def _stored_invoice_pdf(session_factory: SessionFactory) -> bytes:
+    with session_factory() as session:
+        invoice = session.get(Invoice, "I1")
+        assert invoice is not None
+        return invoice_pdf(invoice, Company("Bytes & Co Ltd", ("1 Example Street",)))
+
+
+def test_western_european_text_is_set_in_the_core_fonts_and_embeds_none(
+    apply: Apply, session_factory: SessionFactory
+) -> None:
+    # French amounts carry Babel's narrow no-break space, which Windows-1252 lacks: written as
+    # a no-break space, the invoice stays on the core fonts.
+    apply("clients.add", payloads.client(
+        "C1", firstname="Zoë", lastname="Brontë", language="french", send_welcome=False
+    ))  # fmt: skip
+    invoiced = apply("invoices.upsert", payloads.invoice("I1", currency="EUR", items=[
+        {"description": "Hébergement \u2013 cœur d\u2019été", "amount": "1000.00"},
+    ], subtotal="1000.00", tax="200.00", total="1200.00", balance="1200.00"))  # fmt: skip
+    assert invoiced.reason is None, invoiced.reason
+
+    pdf = _stored_invoice_pdf(session_factory)
+
+    assert _fonts(pdf) == {"/Helvetica", "/Helvetica-Bold"}
+    text = _text(pdf)
+    for expected in ("Zoë Brontë", "Hébergement \u2013 cœur d\u2019été", "1\u00a0000,00\u00a0€"):
+        assert expected in text, (expected, text)
+
+
+def test_text_beyond_windows_1252_is_set_in_the_embedded_font(
+    apply: Apply, session_factory: SessionFactory
+) -> None:
+    apply("clients.add", payloads.client(
+        "C1", firstname="Łukasz", lastname="Ωμέγα", send_welcome=False
+    ))  # fmt: skip
+    apply("invoices.upsert", payloads.invoice("I1", items=ITEMS))
+
+    pdf = _stored_invoice_pdf(session_factory)
+
+    assert {name.split("+")[-1] for name in _fonts(pdf)} == {"DejaVuSansBook", "DejaVuSansBold"}
+    text = _text(pdf)
+    for expected in ("Łukasz Ωμέγα", HOSTING, "Support ??", "Total £1,215.59"):
+        assert expected in text, (expected, text)

@@ -3,7 +3,8 @@
 It shows what the invoice emails show, from the same values (services.invoice_mail's
 invoice_context and invoiced_to): the number and dates, the "invoiced to" block, each line
 item, the sub total, tax, total, paid and balance, with amounts and dates written in the
-client's language as the email writes them. The labels are English.
+client's language as the email writes them. The labels are English. Set in the PDF core
+fonts where the invoice's text allows, else in the embedded DejaVu (services.invoice_pdf.fonts).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from babel import Locale
 from babel.dates import format_date
 from fpdf import FPDF
 from fpdf.enums import Align, XPos, YPos
+from fpdf.errors import FPDFUnicodeEncodingException
 
 from models.billing import Invoice
 from services.invoice_mail import invoice_context, invoiced_to
-from services.invoice_pdf.fonts import FAMILY, FILES, Style, printable
+from services.invoice_pdf.fonts import CORE, EMBEDDED, Style, Typeface, printable
 from services.mail.languages import ENGLISH, locale_for
 from services.money import format_money_in
 
@@ -39,11 +41,13 @@ class Company:
 
 
 class _Writer:
-    """The invoice's values as the PDF writes them: amounts and dates in the client's locale."""
+    """The invoice's values as the PDF writes them: amounts and dates in the client's locale,
+    in one typeface."""
 
-    def __init__(self, currency: str, locale: Locale) -> None:
+    def __init__(self, currency: str, locale: Locale, face: Typeface) -> None:
         self.currency = currency
         self.locale = locale
+        self.face = face
 
     def money(self, amount: str) -> str:
         return format_money_in(Decimal(amount), self.currency, self.locale)
@@ -56,26 +60,37 @@ def invoice_pdf(invoice: Invoice, company: Company) -> bytes:
     """The invoice as it is now, as PDF bytes."""
     context = invoice_context(invoice)
     billed_to = invoiced_to(invoice.client)
-    writer = _Writer(invoice.currency, locale_for(invoice.client.language) or ENGLISH)
+    locale = locale_for(invoice.client.language) or ENGLISH
+    try:
+        return _document(company, context, billed_to, _Writer(invoice.currency, locale, CORE))
+    except FPDFUnicodeEncodingException:
+        # A character outside Windows-1252 (fpdf2 finds it as it writes the text): the same
+        # document again, in the font that has it.
+        return _document(company, context, billed_to, _Writer(invoice.currency, locale, EMBEDDED))
 
+
+def _document(
+    company: Company, context: dict[str, Any], billed_to: dict[str, Any], writer: _Writer
+) -> bytes:
     pdf = FPDF(format="A4")
-    pdf.set_title(printable(f"Invoice #{invoice.number}"))
+    pdf.set_title(printable(f"Invoice #{context['number']}"))
     pdf.set_author(printable(company.name))
     pdf.set_creator("clientflow")
-    for style, path in FILES.items():
-        pdf.add_font(FAMILY, style, str(path))
+    writer.face.install(pdf)
     pdf.set_auto_page_break(auto=True, margin=15)
     pdf.add_page()
 
     _heading(pdf, company, context, writer)
-    _invoiced_to(pdf, billed_to)
+    _invoiced_to(pdf, billed_to, writer)
     _items(pdf, context, writer)
     _totals(pdf, context, writer)
     return bytes(pdf.output())
 
 
-def _line(pdf: FPDF, text: str, style: Style = "", size: int = 10, align: str = "L") -> None:
-    pdf.set_font(FAMILY, style, size)
+def _line(
+    pdf: FPDF, writer: _Writer, text: str, style: Style = "", size: int = 10, align: str = "L"
+) -> None:
+    pdf.set_font(writer.face.family, style, size)
     # multi_cell: a long company name or address line wraps instead of running off the page.
     pdf.multi_cell(
         0, LINE_HEIGHT, printable(text), align=Align.coerce(align),
@@ -84,30 +99,30 @@ def _line(pdf: FPDF, text: str, style: Style = "", size: int = 10, align: str = 
 
 
 def _heading(pdf: FPDF, company: Company, context: dict[str, Any], writer: _Writer) -> None:
-    _line(pdf, company.name, "B", 16)
+    _line(pdf, writer, company.name, "B", 16)
     for address_line in company.address:
-        _line(pdf, address_line)
+        _line(pdf, writer, address_line)
     pdf.ln(6)
-    _line(pdf, f"Invoice #{context['number']}", "B", 14)
-    _line(pdf, f"Invoice date: {writer.date(context['date'])}")
-    _line(pdf, f"Due date: {writer.date(context['due_date'])}")
-    _line(pdf, f"Status: {context['status']}")
+    _line(pdf, writer, f"Invoice #{context['number']}", "B", 14)
+    _line(pdf, writer, f"Invoice date: {writer.date(context['date'])}")
+    _line(pdf, writer, f"Due date: {writer.date(context['due_date'])}")
+    _line(pdf, writer, f"Status: {context['status']}")
     pdf.ln(4)
 
 
-def _invoiced_to(pdf: FPDF, billed_to: dict[str, Any]) -> None:
-    _line(pdf, "Invoiced to", "B")
-    _line(pdf, billed_to["name"])
+def _invoiced_to(pdf: FPDF, billed_to: dict[str, Any], writer: _Writer) -> None:
+    _line(pdf, writer, "Invoiced to", "B")
+    _line(pdf, writer, billed_to["name"])
     if billed_to["companyname"]:
-        _line(pdf, billed_to["companyname"])
+        _line(pdf, writer, billed_to["companyname"])
     for address_line in billed_to["address_lines"]:
-        _line(pdf, address_line)
-    _line(pdf, billed_to["email"])
+        _line(pdf, writer, address_line)
+    _line(pdf, writer, billed_to["email"])
     pdf.ln(6)
 
 
 def _items(pdf: FPDF, context: dict[str, Any], writer: _Writer) -> None:
-    pdf.set_font(FAMILY, "", 10)
+    pdf.set_font(writer.face.family, "", 10)
     # fpdf2's table wraps a long description onto more lines and breaks pages between rows.
     with pdf.table(
         col_widths=ITEM_COLUMNS,
@@ -135,7 +150,7 @@ def _totals(pdf: FPDF, context: dict[str, Any], writer: _Writer) -> None:
         ("Balance due", "balance"),
     ):
         style: Style = "B" if key in ("total", "balance") else ""
-        pdf.set_font(FAMILY, style, 10)
+        pdf.set_font(writer.face.family, style, 10)
         pdf.cell(label_width, LINE_HEIGHT, label, align=Align.R)
         pdf.cell(
             AMOUNT_WIDTH, LINE_HEIGHT, printable(writer.money(context[key])), align=Align.R,
