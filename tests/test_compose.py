@@ -24,17 +24,21 @@ import yaml
 from typer.testing import CliRunner
 
 from models.settings import Settings
+from workers.broker.rabbitmq import is_amqp
 from workers.cli import app as cli
 
 SECRETS = ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH")
+# RabbitMQ as the broker: docker-compose.rabbitmq.yml, laid over docker-compose.yml.
+RABBITMQ_OVERLAY = "docker-compose.rabbitmq.yml"
+RABBITMQ_SECRET = "RABBITMQ_PASSWORD"
 OUR_IMAGE = "clientflow:local"
 OURS = {"migrate", "worker", "beat", "flower", "exporter"}
 LONG_RUNNING = {"redis", "postgres", "mailpit", "worker", "beat", "flower", "exporter"}
 PUBLISHED = {"mailpit", "flower", "exporter"}
 
 
-def _compose_text(repo_root: Path) -> str:
-    return (repo_root / "docker-compose.yml").read_text()
+def _compose_text(repo_root: Path, name: str = "docker-compose.yml") -> str:
+    return (repo_root / name).read_text()
 
 
 def _example(repo_root: Path) -> dict[str, str]:
@@ -99,18 +103,16 @@ def _docker_compose() -> str:
     return found
 
 
-def _config(compose: str, repo_root: Path, env_file: Path) -> subprocess.CompletedProcess[str]:
+def _config(
+    compose: str, repo_root: Path, env_file: Path, *overlays: str
+) -> subprocess.CompletedProcess[str]:
     # Only --env-file supplies the secrets: a clean environment, so a variable set in the shell
     # running the tests (or a developer's own .env) cannot make a missing one look present.
+    files = [
+        arg for name in ("docker-compose.yml", *overlays) for arg in ("-f", str(repo_root / name))
+    ]
     return subprocess.run(
-        [
-            compose,
-            "-f",
-            str(repo_root / "docker-compose.yml"),
-            "--env-file",
-            str(env_file),
-            "config",
-        ],
+        [compose, *files, "--env-file", str(env_file), "config"],
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(env_file.parent)},
         cwd=env_file.parent,
         capture_output=True,
@@ -197,16 +199,22 @@ def test_docker_compose_refuses_the_example_as_it_is(repo_root: Path, tmp_path: 
 # --- secrets: .env.example, .gitignore, no defaults ------------------------------------------
 
 
-def test_every_secret_is_required_and_has_no_default(repo_root: Path) -> None:
-    references = re.findall(r"\$\{([^}]*)\}", "\n".join(_strings(_compose_text(repo_root))))
+def _required(text: str) -> set[str]:
+    """The variables a compose file requires, each checked to be ${VAR:?...}."""
+    references = re.findall(r"\$\{([^}]*)\}", "\n".join(_strings(text)))
     assert references
     for reference in references:
         # ${VAR:?...} only: a default (${VAR:-change-me}) would be a password that works.
         assert re.fullmatch(r"\w+:\?set \w+.* in \.env, see \.env\.example", reference), reference
-    required = {reference.split(":")[0] for reference in references}
+    return {reference.split(":")[0] for reference in references}
+
+
+def test_every_secret_is_required_and_has_no_default(repo_root: Path) -> None:
+    required = _required(_compose_text(repo_root))
     assert required == set(SECRETS)
+    assert _required(_compose_text(repo_root, RABBITMQ_OVERLAY)) == {RABBITMQ_SECRET}
     example = _example(repo_root)
-    assert set(example) == required
+    assert set(example) == required | {RABBITMQ_SECRET}
     # Empty in the example: copying it without setting them makes compose refuse to start.
     assert all(value == "" for value in example.values()), example
 
@@ -410,6 +418,89 @@ def test_migrate_retries_a_bounded_number_of_times(
     )
     assert result.returncode == exit_code, result.stderr
     assert log.read_text().splitlines() == ["db upgrade"] * calls
+
+
+# --- RabbitMQ as the broker: docker-compose.rabbitmq.yml over docker-compose.yml ----------------
+
+
+def _laid_over(base: Any, overlay: Any) -> Any:
+    """Compose's merge of a second file, for what the overlay uses: maps merge key by key
+    (a service's environment, its depends_on), anything else is replaced."""
+    if isinstance(base, dict) and isinstance(overlay, dict):
+        merged = dict(base)
+        for key, value in overlay.items():
+            merged[key] = _laid_over(base[key], value) if key in base else value
+        return merged
+    return overlay
+
+
+@pytest.fixture(params=["file", "docker-compose"])
+def rabbitmq_config(
+    request: pytest.FixtureRequest, repo_root: Path, env: dict[str, str], tmp_path: Path
+) -> dict[str, Any]:
+    """Both files as `docker compose -f docker-compose.yml -f docker-compose.rabbitmq.yml up`
+    sees them."""
+    if request.param == "file":
+        both = _laid_over(
+            yaml.safe_load(_compose_text(repo_root)),
+            yaml.safe_load(_compose_text(repo_root, RABBITMQ_OVERLAY)),
+        )
+        resolved: dict[str, Any] = _interpolate(both, env)
+        return resolved
+    result = _config(
+        _docker_compose(), repo_root, _write_env(tmp_path / ".env", env), RABBITMQ_OVERLAY
+    )
+    assert result.returncode == 0, result.stderr
+    loaded: dict[str, Any] = yaml.safe_load(result.stdout)
+    return loaded
+
+
+def test_rabbitmq_overlay_points_every_clientflow_service_at_rabbitmq(
+    rabbitmq_config: dict[str, Any], env: dict[str, str]
+) -> None:
+    services = rabbitmq_config["services"]
+    url = f"amqp://clientflow:{env[RABBITMQ_SECRET]}@rabbitmq:5672/"
+    for name in OURS:
+        environment = services[name]["environment"]
+        assert environment["CLIENTFLOW_BROKER_URL"] == url, name
+        # The rest of the base file's settings are still there, merged, not replaced.
+        assert environment["CLIENTFLOW_SMTP_URL"] == "smtp://mailpit:1025", name
+        # A URL the settings accept and the workers read as RabbitMQ (quorum queues).
+        settings = Settings(broker_url=environment["CLIENTFLOW_BROKER_URL"])
+        assert is_amqp(settings.broker_url)
+    for name in OURS - {"migrate"}:  # migrate only upgrades the database
+        depends_on = services[name]["depends_on"]
+        assert depends_on["rabbitmq"] == {"condition": "service_healthy"}, name
+        assert depends_on["migrate"] == {"condition": "service_completed_successfully"}, name
+
+
+def test_rabbitmq_is_private_password_protected_persistent_and_pinned(
+    rabbitmq_config: dict[str, Any], env: dict[str, str]
+) -> None:
+    rabbitmq = rabbitmq_config["services"]["rabbitmq"]
+    assert rabbitmq["environment"]["RABBITMQ_DEFAULT_USER"] == "clientflow"
+    assert rabbitmq["environment"]["RABBITMQ_DEFAULT_PASS"] == env[RABBITMQ_SECRET]
+    # AMQP (5672) is for the other containers only; the management UI on localhost only.
+    assert list(_ports(rabbitmq)) == [("127.0.0.1", "15672")]
+    volume, _, target = rabbitmq["volumes"][0].partition(":")
+    assert target.split(":")[0] == "/var/lib/rabbitmq"
+    assert volume in rabbitmq_config["volumes"]
+    # The node name follows the host name: fixed, so a recreated container finds its queues.
+    assert rabbitmq["hostname"] == "rabbitmq"
+    assert re.fullmatch(r"rabbitmq:\d+\.\d+\.\d+-management-alpine", rabbitmq["image"])
+    assert "rabbitmq-diagnostics" in rabbitmq["healthcheck"]["test"]
+    assert rabbitmq["restart"] == "unless-stopped"
+
+
+def test_docker_compose_refuses_rabbitmq_without_its_password(
+    repo_root: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    env_file = _write_env(tmp_path / ".env", {**env, RABBITMQ_SECRET: ""})
+    result = _config(_docker_compose(), repo_root, env_file, RABBITMQ_OVERLAY)
+    assert result.returncode != 0, result.stdout
+    assert f"set {RABBITMQ_SECRET}" in result.stderr, result.stderr
+    # Redis as the broker (the base file alone) does not need it.
+    assert _config(_docker_compose(), repo_root, env_file).returncode == 0
 
 
 # --- the image ---------------------------------------------------------------------------------
