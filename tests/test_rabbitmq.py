@@ -8,15 +8,18 @@ are skipped, with one line saying why, only where rabbitmq-server is not install
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import payloads
+import psycopg
 import pytest
 from celery import Celery
 from ops_helpers import run_ops, status_json
+from psycopg import sql
 from rabbitmq_server import Vhost
 from smtp_sink import SmtpSink
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 from wire import amqp_publish, task_headers
 from worker_process import WorkerProcess, wait_until
 
@@ -258,3 +261,67 @@ def test_ops_status_reads_queue_depths_from_rabbitmq(
     assert snapshot.workers is not None
     assert [w.name for w in snapshot.workers] == [second.hostname]
     assert snapshot.queues[[q.name for q in snapshot.queues].index("events")].depth == 0
+
+
+# What the dead-letter consumer logs when it could not record a dead letter and puts it back.
+PUT_BACK = "a dead-lettered message goes back to its queue"
+
+
+@contextmanager
+def database_refusing_connections(database_url: str) -> Iterator[None]:
+    """The worker's database down for it: new connections refused, open ones cut, until the
+    block ends (the server itself, and every other test's database, stay up)."""
+    url = make_url(database_url)
+    name = url.database
+    assert name is not None, database_url
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
+        hide_password=False
+    )
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(
+            sql.Identifier(name)
+        ))  # fmt: skip
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+    try:
+        yield
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
+                sql.Identifier(name)
+            ))  # fmt: skip
+
+
+def test_a_refusal_made_while_the_database_is_down_is_recorded_once_it_is_back(
+    rabbit_worker: WorkerProcess, rabbitmq_vhost: Vhost
+) -> None:
+    """The worker cannot write the refusal of a bad message while its database is away: it
+    rejects the message, RabbitMQ dead-letters it, and the dead-letter consumer keeps putting
+    it back until it can be written. Nothing is lost, and it is recorded once."""
+    with database_refusing_connections(rabbit_worker.database_url):
+        amqp_publish(rabbitmq_vhost.url, b"\xff\xfe not json", task_headers("clients.add"))
+        # Tried, put back, and tried again: it goes round while the database is away.
+        wait_until(
+            lambda: rabbit_worker.log_text().count(PUT_BACK) >= 2,
+            "the dead letter tried and put back twice while the database is down",
+        )
+        assert "could not record a malformed message" in rabbit_worker.log_text()
+
+    (recorded,) = rabbit_worker.wait_rejected(1)
+    assert recorded.task_name == "clients.add"
+    assert recorded.reason == (
+        "dead-lettered by RabbitMQ from queue 'events' (rejected): a worker rejected it "
+        "(a refusal it could not record at the time)"
+    )
+    assert "not json" in recorded.payload
+    wait_until(
+        lambda: rabbitmq_vhost.queues()[DEAD_LETTER_QUEUE].messages == 0,
+        "the dead-lettered message acknowledged once recorded",
+    )
+    # The worker goes on: the next event is applied, and the refusal was written once.
+    good = payloads.client("C7")
+    rabbit_worker.publish("clients.add", good)
+    rabbit_worker.wait_applied(good["event_id"])
+    assert len(rabbit_worker.rows(RejectedEvent)) == 1
+    assert rabbit_worker.alive
