@@ -137,8 +137,10 @@ class InvoiceNotice(Base):
     )
     notice: Mapped[str] = mapped_column(String(32), primary_key=True)
     outcome: Mapped[str] = mapped_column(String(16))
-    # The scheduled run that wrote it (None for a Payment Confirmation, sent by its event).
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("scheduled_runs.id"))
+    # The scheduled run that wrote it (None for a Payment Confirmation, sent by its event, and
+    # once retention pruned the run: the row stays, it keeps the notice exactly-once).
+    # Indexed for that prune, which detaches a run's notices before deleting it.
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("scheduled_runs.id"), index=True)
     emails: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

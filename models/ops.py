@@ -53,7 +53,7 @@ class ScheduledRunChunk(Base):
     The key (run, phase, seq) makes a chunk's record one row however often its task is
     delivered: each batch adds its counts to this row in the batch's own transaction, so a
     redelivered or retried chunk adds only what it did itself. The run's counts are the sum
-    of its chunks' (services/invoice_run/fan_in.py).
+    of its chunks', added to the run as each chunk ends (services/invoice_run/fan_in.py).
     """
 
     __tablename__ = "scheduled_run_chunks"
@@ -71,6 +71,10 @@ class ScheduledRunChunk(Base):
     # pending | done | failed (its task gave up: error says why)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What its batches added to `counts` that its run's counts do not have yet: each batch
+    # adds to both, and the chunk's end moves this into the run's counts and empties it, so a
+    # run is added to once per chunk end instead of summed again from all its chunks.
+    unfolded: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Moved on by every committed batch of the chunk.

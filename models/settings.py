@@ -152,6 +152,13 @@ class Settings(BaseSettings):
         description="Audit rows (who changed what on a client) older than this are deleted. "
         "0 keeps them.",
     )
+    scheduled_runs_keep_days: float = Field(
+        default=90.0,
+        ge=0,
+        description="Scheduled runs (the invoice run) that finished (succeeded, failed or "
+        "abandoned) longer ago than this are deleted with their chunks; the notices they sent "
+        "stay, no longer naming the run. A running one is never deleted. 0 keeps them.",
+    )
     redis_reliable_fetch: bool = Field(
         default=True,
         description="Pop and record each message atomically (needs Redis 6.2+). False falls "

@@ -1,5 +1,7 @@
 """Retention: what clientflow keeps, and for how long, pruned in small batches.
 
+Finished invoice runs go with their chunks (services/invoice_run/prune.py); their notices stay.
+
 Each batch is its own short transaction over at most `batch_size` rows, chosen oldest first
 through an index, so pruning never holds long locks nor reads what it pruned before. A run
 does at most `max_batches` per table; what is left waits for the next run (hourly).
@@ -18,6 +20,7 @@ from models.base import utcnow
 from models.emails import EmailMessage, EmailStatus
 from models.records import AuditEvent, ProcessedEvent, RejectedEvent
 from services.db import SessionFactory
+from services.invoice_run.prune import prune_finished_runs
 
 
 def body_pruned(message: EmailMessage) -> bool:
@@ -39,6 +42,8 @@ class Retention:
     email_bodies: timedelta | None
     rejected_events: timedelta | None
     audit_events: timedelta | None
+    # Runs that finished (succeeded, failed, abandoned) longer ago, with their chunks.
+    scheduled_runs: timedelta | None = None
 
 
 def prune(
@@ -86,6 +91,13 @@ def prune(
         ),
         "audit_events_pruned": run(
             retention.audit_events, AuditEvent.id, AuditEvent.created_at
+        ),
+        "scheduled_runs_pruned": (
+            0
+            if retention.scheduled_runs is None
+            else prune_finished_runs(
+                session_factory, now - retention.scheduled_runs, batch_size, max_batches
+            )
         ),
     }
 

@@ -51,10 +51,23 @@ def _to_workers() -> Handoff:
     return to_workers(runtime.session_factory(), runtime.publish)
 
 
+class ChunkTask(ClientflowTask):
+    """A chunk killed at the hard time limit is recorded failed with the reason, as one that
+    gives up by itself is (retry_or_bury's give_up), so its run ends `failed` when its last
+    chunk ends, with exact counts, instead of being abandoned STALE_AFTER later."""
+
+    def gave_up(self, kwargs: dict[str, Any], reason: str) -> None:
+        try:
+            key = ChunkKey(**ChunkArguments.model_validate(kwargs).model_dump())
+        except ValidationError:
+            return  # not a chunk's arguments: no chunk to record
+        _give_up(runtime.session_factory(), key, invoice_run_policy(), _to_workers(), reason)
+
+
 # Unbounded: planning a pass is one query over every row owed, however many there are. The
 # chunks have the time limits of any task: at the soft limit a chunk is retried from its last
-# committed batch; one killed at the hard limit is buried by the task base (not recorded
-# failed: its run is abandoned after STALE_AFTER, and goes on if the dead letter is replayed).
+# committed batch; one killed at the hard limit is buried by the task base and recorded
+# failed (ChunkTask), and goes on if the dead letter is replayed.
 @shared_task(name="invoices.run", bind=True, base=UnboundedTask)
 def run(self: Task[..., dict[str, Any]], run_date: str | None = None) -> dict[str, Any]:
     """Beat publishes it without a date (today, UTC); `clientflow invoices run` may pass one.
@@ -75,13 +88,14 @@ def run(self: Task[..., dict[str, Any]], run_date: str | None = None) -> dict[st
     return {"run_id": started.id, "status": started.status, "chunks": started.counts["chunks"]}
 
 
-@shared_task(name=CHUNK_TASK, bind=True, base=ClientflowTask)
+@shared_task(name=CHUNK_TASK, bind=True, base=ChunkTask)
 def run_one_chunk(
     self: Task[..., dict[str, Any]], run_id: int, phase: str, seq: int
 ) -> dict[str, Any]:
     """One chunk of an invoice run. A failure is retried like any task's; a chunk that gives
-    up is recorded failed with the reason (and buried as a dead letter, to replay once the
-    cause is fixed), and the run ends failed when its last chunk ends."""
+    up, or is killed at the hard time limit, is recorded failed with the reason (and buried
+    as a dead letter, to replay once the cause is fixed), and the run ends failed when its
+    last chunk ends."""
     kwargs = {"run_id": run_id, "phase": phase, "seq": seq}
     try:
         key = ChunkKey(**ChunkArguments.model_validate(kwargs).model_dump())

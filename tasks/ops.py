@@ -30,6 +30,7 @@ def housekeeping() -> dict[str, int]:
         email_bodies=_days(settings.email_bodies_keep_days),
         rejected_events=_days(settings.rejected_events_keep_days),
         audit_events=_days(settings.audit_keep_days),
+        scheduled_runs=_days(settings.scheduled_runs_keep_days),
     )
     return {
         "task_stat_minutes_folded": compact(

@@ -159,8 +159,7 @@ class Crew:
             return len(self.smtp.messages) >= statuses.get(EmailStatus.SENT, 0)
 
         def state() -> str:
-            sizes = {key: broker.redis.llen(key) for key in broker.queue_names}
-            return f"a settled crew (queues {sizes}, received {len(self.smtp.messages)})"
+            return f"a settled crew ({broker.queue_state()}, received {len(self.smtp.messages)})"
 
         try:
             wait_until(settled, state, timeout=timeout, interval=0.2)

@@ -4,6 +4,7 @@ on PostgreSQL, chunks ending at once and two copies of one chunk running at once
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -14,7 +15,7 @@ import payloads
 import pytest
 from conftest import Apply, Publisher
 from invoice_helpers import POLICY
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, event, select, update
 from sqlalchemy.orm import Session
 from test_concurrent_events import applier, lock_waiters
 from worker_process import wait_until
@@ -71,6 +72,12 @@ class Workers:
         keys = self.published()
         self.taken += len(keys)
         return [self.take(key) for key in (reversed(keys) if reverse else keys)]
+
+
+def database_of(sessions: SessionFactory) -> Connection | Engine:
+    """What the sessions run their statements on (a connection, in the rolled-back tests)."""
+    bind: Connection | Engine = sessions.kw["bind"]
+    return bind
 
 
 def chunk_rows(session: Session, run_id: int) -> list[ScheduledRunChunk]:
@@ -283,7 +290,7 @@ def in_thread(work: Callable[[], ChunkOutcome], results: dict[str, Any], name: s
 def test_the_last_two_chunks_ending_at_once_close_the_run_exactly_once(
     database: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The first to end has the run locked while it reads the chunks and sees the other still
+    """The first to end has the run locked while it adds its counts and sees the other still
     pending; the other waits for that lock, then sees both ended and closes the run. Without
     the lock both would read before either committed, and the run would never close."""
     sessions = make_session_factory(database)
@@ -294,7 +301,7 @@ def test_the_last_two_chunks_ending_at_once_close_the_run_exactly_once(
     workers = Workers(sessions, Publisher())
     run = workers.start()
     first, second = workers.published()
-    entered, release = pause_first_call(monkeypatch, fan_in, "chunks_of")
+    entered, release = pause_first_call(monkeypatch, fan_in, "settle")
     results: dict[str, Any] = {}
 
     threads = [in_thread(lambda: workers.take(first), results, "first")]
@@ -353,3 +360,56 @@ def test_two_copies_of_a_chunk_at_once_send_each_notice_once_and_count_it_once(
         ]
     assert sorted(publisher.message_ids) == sorted(set(publisher.message_ids))
     assert len(publisher.message_ids) == 6
+
+
+def test_many_small_chunks_each_add_their_own_counts_to_the_run_exactly(
+    apply: Apply, client: str, db: Session, session_factory: SessionFactory, publisher: Publisher
+) -> None:
+    """Forty chunks of one invoice, taken in a shuffled order, some delivered twice: after
+    each end the run has exactly what the ended chunks did (each end adds its own counts to
+    the run's instead of summing every chunk again), and each end reads no other chunk's row
+    unless it ends a pass."""
+    add_invoices(apply, 40)
+    workers = Workers(session_factory, publisher)
+    run = workers.start(policy=replace(CHUNKED, chunk_size=1))
+    keys = workers.published()
+    assert len(keys) == 40
+    order = keys[:]
+    random.Random(12).shuffle(order)
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    for ended, key in enumerate(order, start=1):
+        statements.clear()
+        event.listen(database_of(session_factory), "before_cursor_execute", seen)
+        try:
+            outcome = run_chunk(
+                session_factory, publisher, replace(CHUNKED, chunk_size=1), key,
+                to_workers(session_factory, publisher),
+            )  # fmt: skip
+        finally:
+            event.remove(database_of(session_factory), "before_cursor_execute", seen)
+        if ended % 7 == 0:  # delivered again once it ended: nothing to do, nothing added
+            again = workers.take(key)
+            assert (again.ran, again.closed_run) == (False, False)
+        counts = load_run(session_factory, run.id).counts
+        assert counts["notices"]["invoice_created"] == ended
+        assert counts["emails"] == ended
+        assert counts["batches"]["notify"] == ended
+        assert counts["chunks"] == {"planned": 40, "done": ended, "failed": 0}
+        assert outcome.closed_run == (ended == 40)
+        if ended < 40:
+            # Only its own chunk's row (by its key) and the run's: no read of the others.
+            on_chunks = [s for s in statements if "scheduled_run_chunks" in s]
+            assert on_chunks, "no statement on the chunk's row seen"
+            whole_run = [s for s in on_chunks if "scheduled_run_chunks.seq = " not in s]
+            assert whole_run == [], whole_run
+
+    finished = load_run(session_factory, run.id)
+    assert (finished.status, finished.error) == ("succeeded", None)
+    assert finished.counts["notices"]["invoice_created"] == 40
+    assert len(publisher.message_ids) == 40
+    assert sorted(c.status for c in chunk_rows(db, run.id)) == ["done"] * 40
+    assert all(c.unfolded == {} for c in chunk_rows(db, run.id))

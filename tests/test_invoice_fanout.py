@@ -193,3 +193,90 @@ def test_a_chunk_that_keeps_failing_fails_the_run_with_its_reason(
     events = Counter(m.message["X-Clientflow-Event-Id"] for m in smtp.messages)
     assert sorted(events) == sorted(f"invoice:I{i:02d}:invoice_created" for i in range(30))
     assert set(events.values()) == {1}
+
+
+# One pool process; no soft limit, so nothing asks the chunk to stop before billiard kills its
+# pool process at the hard one (2 s).
+hard_limited_worker = worker_fixture(
+    name="hard_limited_worker",
+    concurrency=1,
+    extra_settings={
+        "invoice_batch_size": "5",
+        "invoice_chunk_size": "10",
+        "task_soft_time_limit": "0",
+        "task_time_limit": "2",
+    },
+)
+
+# Holds the notice of one invoice past the hard limit (the killed process's transaction is
+# rolled back once PostgreSQL finds its client gone).
+HANG = """
+CREATE FUNCTION hang_i15() RETURNS trigger AS $$
+BEGIN
+  IF NEW.invoice_id = 'I15' THEN
+    PERFORM pg_sleep(6);
+  END IF;
+  RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER hang_i15 BEFORE INSERT ON invoice_notices
+  FOR EACH ROW EXECUTE FUNCTION hang_i15();
+"""
+
+
+def test_a_chunk_killed_at_its_hard_time_limit_fails_the_run_at_once_with_its_reason(
+    hard_limited_worker: WorkerProcess, smtp: SmtpSink
+) -> None:
+    worker = hard_limited_worker
+    load(worker, "clients.add", payloads.client("C1", send_welcome=False))
+    for i in range(30):
+        load(worker, "invoices.upsert", payloads.invoice(f"I{i:02d}"))
+    with worker.sessions() as session:
+        session.execute(text(HANG))
+        session.commit()
+
+    worker.publish("invoices.run", {"run_date": "2026-03-01"})
+
+    # Ended by its chunks, not by the stale-run sweep (15 minutes, and not run here).
+    (run,) = worker.wait_for_db(the_run_ended, "the invoice run to end", timeout=90)
+    assert "Hard time limit (2.0s) exceeded for invoices.run_chunk" in worker.log_text()
+    assert run.status == "failed"
+    assert run.error == (
+        f"chunk notify 2 of run {run.id}: hard time limit (2.0 s) exceeded: the pool process "
+        "was killed and the task is not retried, as it may hang again; replay it once the "
+        "cause is fixed (an event applied before the limit is then a duplicate and changes "
+        "nothing)"
+    ), run.error
+    # I00-I09 and I20-I29 done; of I10-I19 the batch I10-I14 committed before I15 hung.
+    assert run.counts["notices"]["invoice_created"] == 25
+    assert run.counts["emails"] == 25
+    assert run.counts["chunks"] == {"planned": 3, "done": 2, "failed": 1}
+    with worker.sessions() as session:
+        chunks = {c.seq: (c.status, c.error) for c in session.scalars(select(ScheduledRunChunk))}
+        letters = session.scalars(select(DeadLetter)).all()
+    assert chunks[2] == ("failed", run.error.partition(": ")[2])
+    assert (chunks[1][0], chunks[3][0]) == ("done", "done")
+    (buried,) = letters
+    assert buried.task_name == "invoices.run_chunk"
+    assert buried.kwargs == {"run_id": run.id, "phase": "notify", "seq": 2}
+    assert worker.alive
+
+    # The cause fixed, the dead letter replayed: the chunk's work is done and counted once;
+    # the run keeps the end it had.
+    with worker.sessions() as session:
+        session.execute(text("DROP TRIGGER hang_i15 ON invoice_notices"))
+        session.commit()
+    assert replay(worker.sessions, worker.publish) == [buried.id]
+
+    def counted_in(session: Session) -> list[ScheduledRun]:
+        again = session.get(ScheduledRun, run.id)
+        return [again] if again is not None and again.counts["chunks"]["done"] == 3 else []
+
+    (final,) = worker.wait_for_db(counted_in, "the replayed chunk counted in its run")
+    worker.wait_no_email_owed()
+    worker.wait_idle()
+    assert (final.status, final.finished_at) == ("failed", run.finished_at)
+    assert final.counts["notices"]["invoice_created"] == 30
+    assert final.counts["chunks"] == {"planned": 3, "done": 3, "failed": 0}
+    events = Counter(m.message["X-Clientflow-Event-Id"] for m in smtp.messages)
+    assert sorted(events) == sorted(f"invoice:I{i:02d}:invoice_created" for i in range(30))
+    assert set(events.values()) == {1}

@@ -1,5 +1,6 @@
 """Many workers (issue 12, item 2): three `celery worker` processes, as on three hosts, consume
-the same queues on one Redis and one PostgreSQL database, and race on the same records.
+the same queues on one broker (Redis, then RabbitMQ: every test runs on both) and one
+PostgreSQL database, and race on the same records.
 
 Each test publishes its races as pairs, back to back in one burst with the workers already up,
 so that two pool processes (on different workers, mostly) take the two halves at the same
@@ -10,8 +11,10 @@ worker died, no dead letter, every email sent exactly once (counted at the SMTP 
 X-Clientflow-Idempotency-Key), every refusal with a reason, nothing left waiting, no error in
 any log.
 
-The crew is shared by the module (starting three workers costs seconds of CPU each); every
-test works on clients of its own prefix and leaves the crew settled.
+The crew is shared by the module, one per broker (starting three workers costs seconds of CPU
+each); every test works on clients of its own prefix and leaves the crew settled. On RabbitMQ
+the crew has a vhost of its own on the machine's node (or the suite's throwaway one), and the
+RabbitMQ cases are skipped, with one line, only where rabbitmq-server is not installed.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import pytest
 from race_kit import Crew, Pair
 from smtp_sink import SmtpSink
 from sqlalchemy import func, select
-from worker_process import worker_crew
+from worker_process import BROKERS, broker_for, worker_crew
 
 from models.clients import Client, Contact
 from models.contracts import AddClient
@@ -43,17 +46,19 @@ BURST_CLIENTS = 150
 NOTIFICATION_TEMPLATE = "general_announcement"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=BROKERS)
 def crew(
-    redis_url: str,
+    request: pytest.FixtureRequest,
     new_postgres_database: Callable[[], str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Crew]:
     with (
+        broker_for(request.param, request) as (broker_url, vhost),
         SmtpSink() as smtp,
         worker_crew(
             NODES,
-            broker_url=redis_url,
+            broker_url=broker_url,
+            vhost=vhost,
             database_url=new_postgres_database(),
             smtp_url=smtp.url,
             root=tmp_path_factory.mktemp("crew"),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -83,3 +85,55 @@ def test_holders_keep_their_invoice_choice_and_receive_the_other_categories(
         ("C1", True, True, True, True, True),
         ("C2", True, True, True, False, True),
     ]
+
+
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+def test_an_open_run_keeps_exact_counts_across_0012(
+    backend: str, new_postgres_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """0012: a run open at the upgrade had every chunk, pending ones too, summed into its
+    counts; after it the run has its ended chunks' counts and a pending chunk's are still to
+    add (its `unfolded`), so its end adds them once."""
+    url = new_postgres_database() if backend == "postgres" else f"sqlite:///{tmp_path}/m.db"
+    if backend == "postgres":  # made at head
+        migrate.downgrade(url, "0011")
+    else:
+        migrate.upgrade(url, "0011")
+    engine = make_engine(url)
+    done = {"generated": 0, "notices": {"invoice_created": 3}, "emails": 3, "problems": ["a"],
+            "batches": {"notify": 1}, "queries_per_batch": {"notify": 9}}
+    pending = {"generated": 0, "notices": {"invoice_created": 2}, "emails": 2, "problems": [],
+               "batches": {"notify": 1}, "queries_per_batch": {"notify": 7}}
+    summed = {"generated": 0, "notices": {"invoice_created": 5}, "emails": 5, "problems": ["a"],
+              "batches": {"notify": 2}, "queries_per_batch": {"notify": 9},
+              "chunks": {"planned": 2, "done": 1, "failed": 0}}  # fmt: skip
+    now = datetime(2026, 11, 29, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO scheduled_runs (id, name, run_date, status, started_at, counts)"
+                " VALUES (1, 'invoices.run', '2026-11-29', 'running', :now, :counts)"
+            ),
+            {"now": now, "counts": json.dumps(summed)},
+        )
+        for seq, status, counts in ((1, "done", done), (2, "pending", pending)):
+            conn.execute(
+                text(
+                    "INSERT INTO scheduled_run_chunks (run_id, phase, seq, after_id, status,"
+                    " counts, created_at) VALUES (1, 'notify', :seq, '', :status, :counts, :now)"
+                ),
+                {"seq": seq, "status": status, "counts": json.dumps(counts), "now": now},
+            )
+    migrate.upgrade(url)
+    with engine.connect() as conn:
+        run_counts = conn.execute(text("SELECT counts FROM scheduled_runs")).scalar_one()
+        unfolded = conn.execute(
+            text("SELECT seq, unfolded FROM scheduled_run_chunks ORDER BY seq")
+        ).all()
+    engine.dispose()
+
+    def loaded(value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    assert loaded(run_counts) == {**done, "chunks": {"planned": 2, "done": 1, "failed": 0}}
+    assert [(seq, loaded(value)) for seq, value in unfolded] == [(1, {}), (2, pending)]

@@ -278,7 +278,8 @@ def test_table_sizes_of_the_growing_tables_with_their_retention(db: Session) -> 
     sizes = {t.table: t for t in storage.table_sizes(db, settings)}
 
     assert list(sizes) == [
-        "processed_events", "email_messages", "rejected_events", "audit_events", "dead_letters",
+        "processed_events", "email_messages", "rejected_events", "audit_events",
+        "scheduled_run_chunks", "dead_letters",
     ]  # fmt: skip
     assert sizes["processed_events"].rows == 3
     assert sizes["email_messages"].rows == 0
@@ -286,6 +287,7 @@ def test_table_sizes_of_the_growing_tables_with_their_retention(db: Session) -> 
     assert sizes["email_messages"].kept == "90 days (bodies)"
     assert sizes["audit_events"].kept == "for ever"
     assert sizes["dead_letters"].kept == "until purged"
+    assert sizes["scheduled_run_chunks"].kept == "90 days (finished runs)"
     if postgres:
         assert all(t.bytes is not None and t.bytes > 0 for t in sizes.values())
     else:

@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 import pytest
 import redis
 from celery import Celery
-from rabbitmq_server import Vhost
+from rabbitmq_server import Node, Vhost
 from servers import environ_without_settings
 from servers import wait_until as wait_until  # re-exported: the tests take it from here
 from smtp_sink import SmtpSink
@@ -37,6 +37,9 @@ from workers.app import create_app
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 WAIT_TIMEOUT = 30.0
+
+# The brokers a test parametrized over them runs on (broker_for).
+BROKERS = ("redis", "rabbitmq")
 
 # The kombu Redis transport keeps each queue as a list named after it, and every message a
 # worker holds (running, or reserved until its retry countdown ends) in this hash until acked.
@@ -328,6 +331,23 @@ class WorkerProcess:
         """Every queue the app declares (and so the worker consumes)."""
         return sorted(self.app.amqp.queues)
 
+    def declare_queues(self) -> None:
+        """Declare the queues as the workers do (workers.app's own declarations), before any
+        worker runs. On RabbitMQ a message published to a queue that does not exist yet is
+        dropped; on Redis a queue is a list that the first push makes, so this changes nothing
+        that matters there."""
+        with self.app.connection_for_write() as connection:
+            for queue in self.app.amqp.queues.values():
+                queue.bind(connection.default_channel).declare()
+
+    def queue_state(self) -> str:
+        """What waits where, for an assertion message: messages per queue (waiting and held
+        unacknowledged on RabbitMQ; waiting, then the unacked hash, on Redis)."""
+        if self.vhost is not None:
+            return f"queues {self.vhost.queues()}"
+        sizes = {key: self.redis.llen(key) for key in self.queue_names}
+        return f"queues {sizes}, unacked {self.redis.hlen(UNACKED_KEY)}"
+
     def broker_idle(self) -> bool:
         """True when no message waits in a queue and none is held unacknowledged.
 
@@ -355,10 +375,7 @@ class WorkerProcess:
             return self.broker_idle()
 
         def state() -> str:
-            if self.vhost is not None:
-                return f"an idle broker (queues {self.vhost.queues()})"
-            sizes = {key: self.redis.llen(key) for key in self.queue_names}
-            return f"an idle broker (queues {sizes}, unacked {self.redis.hlen(UNACKED_KEY)})"
+            return f"an idle broker ({self.queue_state()})"
 
         try:
             wait_until(twice, state, timeout=timeout)
@@ -371,6 +388,24 @@ class WorkerProcess:
 
 
 @contextlib.contextmanager
+def broker_for(kind: str, request: pytest.FixtureRequest) -> Iterator[tuple[str, Vhost | None]]:
+    """The broker URL of a test parametrized over BROKERS, and its vhost on RabbitMQ: the
+    test Redis database, or a vhost of its own on the RabbitMQ node, deleted after it. Where
+    rabbitmq-server is not installed the RabbitMQ case is skipped with one line, as every
+    RabbitMQ test is (the rabbitmq_node fixture). Usable from a fixture of any scope: the
+    vhost is made here, not by the function-scoped rabbitmq_vhost fixture."""
+    if kind == "redis":
+        yield request.getfixturevalue("redis_url"), None
+        return
+    node: Node = request.getfixturevalue("rabbitmq_node")
+    vhost = node.add_vhost()
+    try:
+        yield vhost.url, vhost
+    finally:
+        vhost.delete()
+
+
+@contextlib.contextmanager
 def worker_crew(
     nodes: Sequence[str],
     *,
@@ -380,13 +415,15 @@ def worker_crew(
     root: Path,
     concurrency: int = 2,
     extra_settings: dict[str, str] | None = None,
+    vhost: Vhost | None = None,
 ) -> Iterator[list[WorkerProcess]]:
     """Several workers as on separate hosts: one broker, one database, one SMTP server, each
     with its own node name (`-n name@host`) and workdir, all running and answering pings.
 
     Only the first flushes Redis, before any of them starts: a flush once one is up would
-    remove the queue bindings it declared, and with them its control replies. They boot side
-    by side, each importing the application at once.
+    remove the queue bindings it declared, and with them its control replies. On RabbitMQ
+    (`vhost`, broker_url its URL) there is nothing to flush. They boot side by side, each
+    importing the application at once.
     """
     crew = [
         WorkerProcess(
@@ -398,6 +435,7 @@ def worker_crew(
             extra_settings=extra_settings,
             flush=index == 0,
             node=node,
+            vhost=vhost,
         )
         for index, node in enumerate(nodes)
     ]

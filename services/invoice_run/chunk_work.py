@@ -3,7 +3,7 @@ that adds its counts to the chunk's row, then the chunk's end (fan_in.finish_chu
 
 A chunk task delivered again (its worker died, a retry) finds only what is still owed in its
 range, since both passes select only that: its batches add only what they did themselves, so
-the chunk's counts, and the run's summed from them, stay exact.
+the chunk's counts, and the run's added from them as each chunk ends, stay exact.
 """
 
 from __future__ import annotations
@@ -66,6 +66,10 @@ def run_chunk(
     if chunk is None or run is None or run.run_date is None:
         raise ChunkMissing(f"no {key} to run")
     if chunk.status == DONE:
+        if chunk.unfolded:
+            # A copy of it committed a batch after its end and died before its own: what that
+            # batch did reaches the run now.
+            finish_chunk(session_factory, key, policy, handoff)
         return ChunkOutcome(ran=False, closed_run=False, planned=0)
     span = IdRange(chunk.after_id, chunk.through_id)
     work = Batches(session_factory, key, progress)
@@ -173,9 +177,11 @@ class Batches:
         counts["batches"][phase] = 1
         counts["queries_per_batch"][phase] = counter.count + 1
         summed = add_counts(chunk.counts, counts)
+        # Also owed to the run, until the chunk's end adds it there (fan_in.finish_chunk).
+        unfolded = add_counts(chunk.unfolded or {}, counts)
         uow.session.execute(
             update(ScheduledRunChunk)
             .where(*self.key.where())
-            .values(counts=summed, heartbeat_at=utcnow())
+            .values(counts=summed, unfolded=unfolded, heartbeat_at=utcnow())
         )
         return summed

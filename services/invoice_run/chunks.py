@@ -1,12 +1,9 @@
-"""A run's chunks: their key, their states, and reading them."""
+"""A run's chunks: their key and their states."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from models.ops import ScheduledRunChunk
 
@@ -36,14 +33,3 @@ class ChunkKey:
 
     def __str__(self) -> str:
         return f"chunk {self.phase} {self.seq} of run {self.run_id}"
-
-
-def chunks_of(session: Session, run_id: int) -> list[ScheduledRunChunk]:
-    """Every chunk of the run, generation's before the notices', each pass in id order."""
-    return list(
-        session.scalars(
-            select(ScheduledRunChunk)
-            .where(ScheduledRunChunk.run_id == run_id)
-            .order_by(ScheduledRunChunk.phase, ScheduledRunChunk.seq)
-        )
-    )

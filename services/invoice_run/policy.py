@@ -18,7 +18,7 @@ class RunPolicy:
     company_name: CompanyLike
     # Rows per chunk, the part of a pass one task takes (paged in batches). Small enough
     # that the workers share a pass evenly; large enough that a run is not mostly the cost
-    # of its chunk tasks and of adding up their counts (fan_in.py reads every chunk row
-    # each time one ends).
+    # of its chunk tasks (each end locks and writes the run's row, fan_in.py, so the ends
+    # take turns).
     chunk_size: int
     opt_outs: OptOutPolicy = DEFAULT_OPT_OUTS

@@ -24,9 +24,18 @@ from models.ops import ScheduledRun, ScheduledRunChunk
 from services.db import SessionFactory, UnitOfWork
 from services.invoice_run.chunk_work import Progress, run_chunk
 from services.invoice_run.chunks import PENDING, ChunkKey
-from services.invoice_run.fan_in import ABANDONED, RUNNING, fail_run, fold, lock_run, refold, settle
+from services.invoice_run.fan_in import (
+    ABANDONED,
+    RUNNING,
+    fail_run,
+    lock_run,
+    new_run_counts,
+    settle,
+    take_all_unfolded,
+)
 from services.invoice_run.handoff import Handoff, kept_here
 from services.invoice_run.policy import RunPolicy
+from services.invoice_run.totals import add_counts
 from services.outbox import Publish
 from services.redaction import redact_addresses
 
@@ -105,7 +114,7 @@ def _start(session_factory: SessionFactory, on: date) -> int:
             name=RUN_NAME,
             run_date=on,
             status=RUNNING,
-            counts=fold([]),
+            counts=new_run_counts(),
             heartbeat_at=utcnow(),
         )
         session.add(run)
@@ -125,9 +134,10 @@ def abandon_stale_runs(session_factory: SessionFactory, now: datetime | None = N
     """Mark `running` runs whose heartbeats stopped STALE_AFTER ago as abandoned.
 
     Without this a run whose workers died stays `running` in `clientflow ops status` for good.
-    What it did is kept (its chunks' counts are added up once more); the notices it did not
-    reach are sent by a later run, since each notice is claimed by a unique row. Should one of
-    its chunks still end (it was only waiting in a long queue), the run goes on (fan_in.py).
+    What it did is kept (what its pending chunks' batches did is added to its counts); the
+    notices it did not reach are sent by a later run, since each notice is claimed by a unique
+    row. Should one of its chunks still end (it was only waiting in a long queue), the run goes
+    on (fan_in.py).
     """
     cutoff = (now or utcnow()) - STALE_AFTER
     chunk_moved = exists().where(
@@ -143,6 +153,8 @@ def abandon_stale_runs(session_factory: SessionFactory, now: datetime | None = N
     abandoned = 0
     for run_id in candidates:
         with UnitOfWork(session_factory) as uow:
+            # The chunks' rows before the run's, as a chunk's end takes them.
+            owed = take_all_unfolded(uow.session, run_id)
             # Asked again under the lock: a chunk may have ended since.
             run = uow.session.scalars(
                 select(ScheduledRun)
@@ -150,8 +162,8 @@ def abandon_stale_runs(session_factory: SessionFactory, now: datetime | None = N
                 .with_for_update(key_share=True)
             ).first()
             if run is None:
-                continue
-            refold(uow.session, run)
+                continue  # rolled back: the chunks keep what they owe
+            run.counts = add_counts(run.counts, owed)
             run.status, run.finished_at = ABANDONED, now or utcnow()
             run.error = f"no progress for over {STALE_AFTER}: its worker was lost"
             uow.commit()

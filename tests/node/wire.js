@@ -1,6 +1,6 @@
 "use strict";
-// A Celery protocol 2 task message in the envelope kombu's Redis transport keeps in a queue
-// list, as clientflow's workers read it (docs/publishing.md).
+// A Celery protocol 2 task message, as clientflow's workers read it (docs/publishing.md): in
+// the envelope kombu's Redis transport keeps in a queue list, or as one AMQP message.
 const { randomUUID } = require("node:crypto");
 
 // What worker logs and task events (Flower) show instead of the payload: ids, no names.
@@ -33,6 +33,11 @@ function taskMessage({ task, kwargs, queue = "events", args = [], origin = "node
     // from it.
     clientflow_published_at: Date.now() / 1000,
   };
+  return { id, queue, headers, body: JSON.stringify(body) };
+}
+
+// The entry a Redis publisher LPUSHes onto the queue's list.
+function redisEntry({ id, queue, headers, body }) {
   const properties = {
     correlation_id: id,
     reply_to: "",
@@ -44,14 +49,27 @@ function taskMessage({ task, kwargs, queue = "events", args = [], origin = "node
     // The transport's own bookkeeping key for the message while a worker holds it.
     delivery_tag: randomUUID(),
   };
-  const entry = JSON.stringify({
-    body: Buffer.from(JSON.stringify(body), "utf8").toString("base64"),
+  return JSON.stringify({
+    body: Buffer.from(body, "utf8").toString("base64"),
     "content-encoding": "utf-8",
     "content-type": "application/json",
     headers,
     properties,
   });
-  return { id, queue, entry };
+}
+
+// The options of an AMQP publish (amqplib's names): no envelope, the broker keeps the
+// delivery's bookkeeping; persistent, so it survives a broker restart.
+function amqpOptions({ id, headers }) {
+  return {
+    contentType: "application/json",
+    contentEncoding: "utf-8",
+    headers,
+    deliveryMode: 2,
+    correlationId: id,
+    replyTo: "",
+    priority: 0,
+  };
 }
 
 async function readJson(stream) {
@@ -60,4 +78,4 @@ async function readJson(stream) {
   return JSON.parse(Buffer.concat(chunks).toString("utf8"));
 }
 
-module.exports = { idsOnly, taskMessage, readJson };
+module.exports = { idsOnly, taskMessage, redisEntry, amqpOptions, readJson };

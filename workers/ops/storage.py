@@ -12,12 +12,16 @@ from sqlalchemy.orm import Session
 
 from models.dead_letters import DeadLetter
 from models.emails import EmailMessage
+from models.ops import ScheduledRunChunk
 from models.records import AuditEvent, ProcessedEvent, RejectedEvent
 from models.settings import Settings
 from workers.ops.snapshot import TableSize
 
-# The tables retention prunes (services/retention.py), and the dead letters ops empties.
-GROWING = (ProcessedEvent, EmailMessage, RejectedEvent, AuditEvent, DeadLetter)
+# The tables retention prunes (services/retention.py), and the dead letters ops empties. Of
+# the runs, the chunks: a run is a row a day, its chunks hundreds (one per chunk-size ids).
+GROWING = (
+    ProcessedEvent, EmailMessage, RejectedEvent, AuditEvent, ScheduledRunChunk, DeadLetter,
+)  # fmt: skip
 
 
 def _kept(settings: Settings) -> dict[str, str]:
@@ -29,6 +33,7 @@ def _kept(settings: Settings) -> dict[str, str]:
         "email_messages": days(settings.email_bodies_keep_days, " (bodies)"),
         "rejected_events": days(settings.rejected_events_keep_days),
         "audit_events": days(settings.audit_keep_days),
+        "scheduled_run_chunks": days(settings.scheduled_runs_keep_days, " (finished runs)"),
         "dead_letters": "until purged",
     }
 
