@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from typing import Any
 from email.message import EmailMessage as MimeMessage
+from typing import Any
 from unittest.mock import patch
 
 import payloads
