@@ -32,6 +32,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+from aiosmtpd.controller import Controller
+
 from bench.harness import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,8 +236,6 @@ class _Handler:
 
 
 def _serve() -> None:
-    from aiosmtpd.controller import Controller
-
     parser = argparse.ArgumentParser(description="aiosmtpd sink speaking smtp-sink's -c and -d")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dump", type=Path, default=None)

@@ -9,16 +9,13 @@ failing on the primary key at commit.
 
 from __future__ import annotations
 
-from typing import cast
-
-from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from models.base import utcnow
+from models.base import table_of, utcnow
 from models.records import ProcessedEvent
 from services.sql import insert_new_rows
 
-_INBOX = cast(Table, ProcessedEvent.__table__)
+_INBOX = table_of(ProcessedEvent)
 
 
 def claim_event(session: Session, event_id: str, task_name: str, digest: str) -> bool:

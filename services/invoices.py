@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
+from models.base import table_of
 from models.billing import (
     Invoice,
     InvoiceNotice,
@@ -167,8 +168,7 @@ def _confirm_payment(ctx: HandlerContext, invoice: Invoice, event: RecordPayment
         "run_id": None,
         "emails": len(recipients),
     }
-    table = InvoiceNotice.__table__
-    if not insert_new_rows(ctx.session, table, [row], ("invoice_id", "notice")):  # type: ignore[arg-type]
+    if not insert_new_rows(ctx.session, table_of(InvoiceNotice), [row], ("invoice_id", "notice")):
         return
     payment = {
         "amount": amount_text(event.amount),

@@ -10,12 +10,12 @@ is retried, never left waiting for something that already exists.
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from models.base import utcnow
+from models.base import table_of, utcnow
 from models.billing import Invoice
 from models.clients import Client, Contact
 from models.records import RejectedEvent
@@ -24,7 +24,7 @@ from services.db import SessionFactory
 from services.errors import Transient
 from services.rejections import MAX_PAYLOAD_CHARS, event_id_of, payload_json, printable
 
-_REJECTED = cast(Table, RejectedEvent.__table__)
+_REJECTED = table_of(RejectedEvent)
 
 
 def lock_key(session: Session, waiting_for: str) -> None:

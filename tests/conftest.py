@@ -22,6 +22,7 @@ from servers import (
 from smtp_sink import SmtpSink
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from worker_process import SharedWorkers, WorkerOptions, WorkerProcess
 
 from models.engine import make_engine
 from services.db import SessionFactory
@@ -194,6 +195,39 @@ def apply(session_factory: SessionFactory, publisher: Publisher) -> Apply:
 def smtp() -> Iterator[SmtpSink]:
     with SmtpSink() as sink:
         yield sink
+
+
+@pytest.fixture(scope="module")
+def shared_smtp() -> Iterator[SmtpSink]:
+    """One SMTP sink for a module's tests: the module's shared worker sends to it."""
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture(scope="module")
+def shared_workers(
+    redis_url: str,
+    new_postgres_database: Callable[[], str],
+    shared_smtp: SmtpSink,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[SharedWorkers]:
+    """The worker a module's tests share (worker_process.shared_worker_fixture)."""
+
+    def make(options: WorkerOptions) -> WorkerProcess:
+        return WorkerProcess(
+            broker_url=redis_url,
+            database_url=new_postgres_database(),
+            smtp_url=shared_smtp.url,
+            workdir=tmp_path_factory.mktemp("shared-worker"),
+            pool=options.pool,
+            concurrency=options.concurrency,
+            extra_settings=dict(options.extra_settings),
+            queues=options.queues,
+        )
+
+    workers = SharedWorkers(make, shared_smtp)
+    yield workers
+    workers.close()
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
 """Every shipped email, in each shipped language, fits a 375 px phone and an 800 px reading pane
 without scrolling sideways, laid out by a real browser engine (headless Chromium).
 
-Marked `browser`: it starts Chromium, so it runs in `make test`'s second tier, not in `make
-check`. Without Chromium it is skipped with one line saying so.
+Marked `browser`: it starts Chromium, so it runs in `make test`'s in-process tier (on two
+pytest-xdist processes), not in `make check`. Each process that gets some of these tests
+renders the emails and starts Chromium once for all of them (the module's `measured`), not
+once per test. Without Chromium it is skipped with one line saying so.
 """
 
 from __future__ import annotations

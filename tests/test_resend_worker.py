@@ -14,13 +14,15 @@ from smtp_sink import SmtpSink
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from test_cli import run_cli
-from worker_process import WorkerProcess, worker_fixture
+from worker_process import WorkerProcess, shared_smtp_fixture, shared_worker_fixture
 
 from models.emails import EmailMessage, EmailStatus
 
 pytestmark = pytest.mark.worker
 
-worker = worker_fixture()
+# Both tests publish to a running worker: they share one, reset between them.
+worker = shared_worker_fixture()
+smtp = shared_smtp_fixture()
 
 
 def clientflow(worker: WorkerProcess, tmp_path: Path, *args: str) -> str:

@@ -104,6 +104,25 @@ def test_an_overridden_layout_changes_every_email_that_extends_it(tmp_path: Path
     assert overridden_layouts(folders) == ["_base/body.txt"]
 
 
+def test_an_overridden_layout_is_every_languages_and_the_translation_fills_in_its_words(
+    tmp_path: Path,
+) -> None:
+    """The shipped _base/fr/ holds only French words, in the layout's blocks: the operator's
+    one layout serves French readers too, in French where it keeps the blocks."""
+    folders = write(
+        tmp_path,
+        {"_base/body.txt": "{% block greeting %}Dear{% endblock %} {{ recipient.name }}!\n"
+         "{% block content %}{% endblock %}\n-- {{ company_name }}\n"},
+    )  # fmt: skip
+
+    french = render_email("client_signup", BASE_CONTEXT, language="fr", folders=folders)
+    english = render_email("client_signup", BASE_CONTEXT, folders=folders)
+
+    assert french.text.startswith("Bonjour Ada Lovelace!\nMerci pour votre inscription")
+    assert french.text.endswith("-- Test Hosting\n")
+    assert english.text.startswith("Dear Ada Lovelace!\nThank you for signing up")
+
+
 def test_the_variables_of_a_template_include_those_of_its_layout_and_includes() -> None:
     env = environment((TEMPLATES_DIR,))
     used = variables_used(env, ["invoice_created/body.txt"])

@@ -1,7 +1,8 @@
 """End to end through a real worker: Redis broker, PostgreSQL, SMTP sink, JSON on the wire.
 
-Each test gets a fresh PostgreSQL database, a fresh SMTP sink, a flushed Redis database and
-its own `celery worker` subprocess (see worker_process.py). Events are published exactly as
+Each test starts from an empty PostgreSQL database, SMTP sink and Redis database; a test that
+needs its worker not yet started gets a `celery worker` subprocess of its own, the others share
+one, reset between them (see worker_process.py). Events are published exactly as
 an upstream system would: send_task(name, kwargs=payload).
 """
 
@@ -17,7 +18,14 @@ import payloads
 import pytest
 from smtp_sink import Received, SmtpSink
 from sqlalchemy import select
-from worker_process import WorkerProcess, wait_until, worker_fixture
+from worker_process import (
+    BINDING_PREFIX,
+    WorkerProcess,
+    shared_smtp_fixture,
+    shared_worker_fixture,
+    wait_until,
+    worker_fixture,
+)
 
 from models.clients import Contact
 from models.emails import EmailMessage, EmailStatus
@@ -26,10 +34,13 @@ from models.records import ProcessedEvent, RejectedEvent
 
 pytestmark = pytest.mark.worker
 
-worker = worker_fixture()
+# The tests that publish to a running worker share one, reset between them (a start and a
+# stop cost about 5 s of each test); single_worker's one pool process makes it another.
+worker = shared_worker_fixture()
 stopped_worker = worker_fixture(name="stopped_worker", start=False)
 # One pool process: the mail pause is each process' own.
-single_worker = worker_fixture(name="single_worker", concurrency=1)
+single_worker = shared_worker_fixture(name="single_worker", concurrency=1)
+smtp = shared_smtp_fixture()
 
 
 def rcpts(messages: list[Received], event_id: str | None = None) -> Counter[str]:
@@ -409,3 +420,27 @@ def test_an_unreachable_mail_server_pauses_sending_in_events_and_nothing_is_lost
     # The second event, during the pause, went by a delivery task (its outbox row).
     assert published == [{"message_ids": [rows[second["event_id"]].id]}]
     assert rows[first["event_id"]].attempts >= 2
+
+
+def test_a_reset_worker_starts_the_next_test_empty_and_keeps_running(
+    worker: WorkerProcess, smtp: SmtpSink
+) -> None:
+    """What the shared worker (shared_worker_fixture) relies on between two tests."""
+    pid = worker.pid
+    payload = add_client(worker)  # its welcome is sent, and waited for
+    assert rcpts(smtp.messages) == Counter({"c1@example.com": 1})
+
+    worker.reset()
+
+    with worker.sessions() as session:
+        for table in (ProcessedEvent, EmailMessage, Contact, RejectedEvent, OutboxMessage):
+            assert session.scalars(select(table)).first() is None, table.__name__
+    assert [key for key in worker.redis.scan_iter() if not key.startswith(BINDING_PREFIX)] == []
+    assert "clients.add" not in worker.log_text()  # what it logged before is the last test's
+    # The same event again: the emptied inbox takes it as new, and the same process sends the
+    # welcome again.
+    worker.publish("clients.add", payload)
+    worker.wait_applied(payload["event_id"])
+    smtp.wait_for(2)
+    assert worker.pid == pid
+    assert "clients.add" in worker.log_text()

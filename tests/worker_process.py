@@ -1,7 +1,9 @@
 """A real `celery -A workers.app worker` subprocess on Redis, PostgreSQL and the SMTP sink.
 
-Tests get it through a fixture made by worker_fixture(); WorkerProcess can also be used
-directly. Everything here talks to real servers: nothing about Celery, Redis or SMTP is mocked.
+Tests get it through a fixture made by worker_fixture() (a worker of the test's own) or
+shared_worker_fixture() (one worker for the module's tests, reset between them); WorkerProcess
+can also be used directly. Everything here talks to real servers: nothing about Celery, Redis
+or SMTP is mocked.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import pytest
 import redis
@@ -24,9 +27,11 @@ from rabbitmq_server import Node, Vhost
 from servers import environ_without_settings
 from servers import wait_until as wait_until  # re-exported: the tests take it from here
 from smtp_sink import SmtpSink
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from models.base import Base
 from models.emails import EmailMessage, EmailStatus
 from models.engine import make_engine
 from models.records import ProcessedEvent, RejectedEvent
@@ -44,6 +49,9 @@ BROKERS = ("redis", "rabbitmq")
 # The kombu Redis transport keeps each queue as a list named after it, and every message a
 # worker holds (running, or reserved until its retry countdown ends) in this hash until acked.
 UNACKED_KEY = "unacked"
+# Where it keeps the exchanges' bindings, declared by the worker at start: a reset keeps them,
+# or the running worker would lose its control replies (ping) and fanout.
+BINDING_PREFIX = b"_kombu.binding."
 
 T = TypeVar("T")
 
@@ -130,9 +138,16 @@ class WorkerProcess:
         )
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopped = False
+        # Where log_text() starts reading: a shared worker's log holds its earlier tests too.
+        self._log_start = 0
         self.beat = beat
         self._redis = None if vhost is not None else redis.Redis.from_url(broker_url)
         if flush and self._redis is not None:
+            # A module's shared worker, idle between its tests, would take this worker's
+            # messages, and the flush its bindings: it stops first (started again for the next
+            # test that wants it).
+            if SharedWorkers.running is not None:
+                SharedWorkers.running.close()
             self._redis.flushdb()
         self.app: Celery = create_app(Settings(broker_url=broker_url))
         self._engine = make_engine(database_url)
@@ -250,10 +265,31 @@ class WorkerProcess:
         self._engine.dispose()
 
     def log_text(self) -> str:
+        """What the worker logged since it started, or since the last reset()."""
         try:
-            return self.log_path.read_text(errors="replace")
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_start)
+                return log.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def reset(self) -> None:
+        """Empty the database, the broker and the log for the next test of a shared worker,
+        without restarting it (a start costs about 2 s of CPU, a warm shutdown as much).
+
+        Waits for the broker to be idle first, so no task of the previous test is still
+        writing; raises AssertionError (it does not settle) or DBAPIError (a lock held) when
+        the worker cannot be reset, and the caller starts a fresh one instead.
+        """
+        self.wait_idle()
+        tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+        with self._engine.begin() as connection:
+            connection.execute(text("SET LOCAL lock_timeout = '5s'"))
+            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        stale = [key for key in self.redis.scan_iter() if not key.startswith(BINDING_PREFIX)]
+        if stale:
+            self.redis.delete(*stale)
+        self._log_start = self.log_path.stat().st_size
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
@@ -492,3 +528,106 @@ def worker_fixture(
             process.close()
 
     return make
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What a shared worker is started with; a test asking for other options gets a new one."""
+
+    pool: Literal["prefork", "solo"] = "prefork"
+    concurrency: int = 2
+    extra_settings: tuple[tuple[str, str], ...] = ()
+    queues: tuple[str, ...] | None = None
+
+
+class SharedWorkers:
+    """The one worker a module's tests share (the `shared_workers` fixture, conftest.py).
+
+    At most one runs at a time: two on the same Redis database would take each other's
+    messages. A test gets the running one, reset (WorkerProcess.reset), when it has the
+    options the test asks for and settles; otherwise, or when a test left it dead, it is
+    stopped and a new one started on a new database. A worker of a test's own (worker_fixture)
+    stops it too, through `running`: one pytest process runs one test at a time, so the one
+    shared worker running is the process's.
+    """
+
+    running: ClassVar[SharedWorkers | None] = None
+
+    def __init__(self, make: Callable[[WorkerOptions], WorkerProcess], smtp: SmtpSink) -> None:
+        self._make = make
+        self._smtp = smtp
+        self._current: tuple[WorkerOptions, WorkerProcess] | None = None
+
+    def for_test(self, options: WorkerOptions) -> WorkerProcess:
+        if self._current is not None:
+            running_options, process = self._current
+            if running_options == options and process.alive:
+                try:
+                    process.reset()
+                except (AssertionError, DBAPIError):
+                    pass
+                else:
+                    self._smtp.clear()
+                    return process
+            self.close()
+        self._smtp.clear()
+        process = self._make(options)
+        # Set before start(): a worker that fails to start is still closed by close().
+        self._current = (options, process)
+        SharedWorkers.running = self
+        process.start()
+        return process
+
+    def close(self) -> None:
+        SharedWorkers.running = None
+        if self._current is not None:
+            current, self._current = self._current[1], None
+            current.close()
+            # What it sent while stopping must not reach the next test's worker's messages.
+            self._smtp.clear()
+
+
+def shared_worker_fixture(
+    *,
+    name: str = "worker",
+    pool: Literal["prefork", "solo"] = "prefork",
+    concurrency: int = 2,
+    extra_settings: dict[str, str] | None = None,
+    queues: Sequence[str] | None = None,
+) -> Any:
+    """Make a function-scoped fixture giving the module's shared worker, running and reset:
+    an empty database, broker, SMTP sink and log, as a worker of the test's own would have.
+
+    For tests that only publish and look at what arrived. A test that stops, kills or
+    restarts its worker, or needs it not yet started, takes worker_fixture() instead. Use it
+    at module level, with the module's sink as `smtp` (the shared worker sends there):
+
+        worker = shared_worker_fixture()
+        smtp = shared_smtp_fixture()
+    """
+    options = WorkerOptions(
+        pool=pool,
+        concurrency=concurrency,
+        extra_settings=tuple(sorted((extra_settings or {}).items())),
+        queues=tuple(queues) if queues is not None else None,
+    )
+
+    @pytest.fixture(name=name)
+    def get(shared_workers: SharedWorkers) -> WorkerProcess:
+        return shared_workers.for_test(options)
+
+    return get
+
+
+def shared_smtp_fixture() -> Any:
+    """Make the function-scoped `smtp` of a module with a shared worker: the module's one sink
+    (conftest.py `shared_smtp`), emptied before each test, which the worker_fixture() workers
+    of that module's other tests use too."""
+
+    @pytest.fixture(name="smtp")
+    def sink(shared_smtp: SmtpSink) -> SmtpSink:
+        shared_smtp.start()  # a no-op unless the test before stopped it (an outage test)
+        shared_smtp.clear()
+        return shared_smtp
+
+    return sink

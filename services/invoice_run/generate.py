@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
 
+from models.base import table_of
 from models.billing import (
     GENERATED_INVOICE_PREFIX,
     BillingCycle,
@@ -92,7 +93,7 @@ def generate_batch(
             due, periods = following, periods + 1
         # One executemany UPDATE for the batch at flush, not a query per service.
         service.next_due_date = due
-    inserted = insert_new_rows(session, Invoice.__table__, rows, ("id",))  # type: ignore[arg-type]
+    inserted = insert_new_rows(session, table_of(Invoice), rows, ("id",))
     session.flush()
     return Generated(invoices=len(inserted))
 

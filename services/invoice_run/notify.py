@@ -12,6 +12,7 @@ from sqlalchemy import ColumnElement, Select, and_, delete, exists, or_, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, selectinload
 
+from models.base import table_of
 from models.billing import Invoice, InvoiceNotice, InvoiceStatus, Notice, NoticeOutcome
 from models.clients import Client
 from models.company import CompanyLike
@@ -112,7 +113,7 @@ def notify_batch(
 
     claimed = insert_new_rows(
         session,
-        InvoiceNotice.__table__,  # type: ignore[arg-type]
+        table_of(InvoiceNotice),
         rows,
         ("invoice_id", "notice"),
     )

@@ -8,13 +8,12 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import cast
 
-from sqlalchemy import Table, update
+from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from models.base import utcnow
+from models.base import table_of, utcnow
 from models.emails import EmailMessage, EmailStatus
 from services.db import SessionFactory, done, statement_at_a_time
 from services.mail.attachments import MadeThisBatch, attachments_for
@@ -22,7 +21,7 @@ from services.mail.compose import compose
 from services.mail.transports import MailTransport
 
 RECORD_SENT_ATTEMPTS = 5
-_EMAILS = cast(Table, EmailMessage.__table__)
+_EMAILS = table_of(EmailMessage)
 # What composing or flattening a message raises for content the email package refuses (a
 # linefeed in a header, an address it cannot encode). Named, not Exception: a time limit or
 # a bug must not be taken for bad content and fail a message for good.

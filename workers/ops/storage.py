@@ -7,9 +7,10 @@ costs nothing; SQLite (the embedded default, small by nature) counts exactly and
 
 from __future__ import annotations
 
-from sqlalchemy import Table, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from models.base import table_of
 from models.dead_letters import DeadLetter
 from models.emails import EmailMessage
 from models.ops import ScheduledRunChunk
@@ -43,7 +44,7 @@ def table_sizes(session: Session, settings: Settings) -> list[TableSize]:
     postgres = session.get_bind().dialect.name == "postgresql"
     sizes = []
     for model in GROWING:
-        table: Table = model.__table__  # type: ignore[assignment]
+        table = table_of(model)
         if postgres:
             rows, size = session.execute(
                 text(
