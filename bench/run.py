@@ -48,6 +48,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import celery
 import psycopg
 import redis
 from celery import Celery
@@ -85,6 +86,9 @@ from bench.harness import (  # noqa: E402
     worker_env,
 )
 from bench.sink import Sink  # noqa: E402
+from models.settings import Settings  # noqa: E402
+from workers import migrate  # noqa: E402
+from workers.app import create_app  # noqa: E402
 
 PHASES = ("ceiling", "smtp", "clients_add", "latency", "notifications", "invoice_run")
 POLL = 0.02  # seconds between progress readings
@@ -288,8 +292,6 @@ class Context:
     sink_kinds: set[str] = field(default_factory=set)
 
     def new_database(self) -> str:
-        from workers import migrate
-
         name = f"clientflow_bench_{uuid.uuid4().hex}"
         url = create_database(self.args.postgres_url, name)
         self.databases.append(name)
@@ -323,9 +325,6 @@ class Context:
 
 
 def clientflow_app(redis_url: str) -> Celery:
-    from models.settings import Settings
-    from workers.app import create_app
-
     return create_app(Settings(broker_url=redis_url))
 
 
@@ -829,8 +828,6 @@ def markdown(report: dict[str, Any], table: list[Row]) -> str:
 
 
 def machine(load_before: str) -> dict[str, Any]:
-    import celery
-
     return {
         "cpus": os.cpu_count(),
         "loadavg_before": load_before,

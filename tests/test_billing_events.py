@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import AuditEvent, Client, Invoice, RejectedEvent, Service
+from models.emails import EmailMessage
 from services.db import SessionFactory
 from services.dispatch import Outcome, parse_event
 from services.errors import Rejected
@@ -223,8 +224,6 @@ def test_the_holder_can_turn_invoice_mail_off_and_on(apply: Apply, db: Session) 
 
 
 def _by_invoice(db: Session) -> list[tuple[str, str]]:
-    from models.emails import EmailMessage
-
     return [
         (m.template, m.event_id.split(":", 1)[1].rsplit(":", 1)[0])
         for m in db.scalars(select(EmailMessage).where(EmailMessage.event_id.like("invoice:%")))

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from worker_process import WorkerProcess, wait_until, worker_fixture
 
 from models.emails import EmailMessage, EmailStatus
+from tasks import shield
 
 CHILD = textwrap.dedent(
     """
@@ -115,8 +116,6 @@ def test_the_soft_time_limit_in_the_block_is_held_until_the_block_ends() -> None
 
 def test_in_another_thread_the_block_just_runs() -> None:
     # --pool threads runs tasks outside the main thread, where signal.signal() raises.
-    from tasks import shield
-
     ran: list[str] = []
     errors: list[BaseException] = []
 
