@@ -318,3 +318,66 @@ def test_text_beyond_windows_1252_is_set_in_the_embedded_font(
     text = _text(pdf)
     for expected in ("Łukasz Ωμέγα", HOSTING, "Support ??", "Total £1,215.59"):
         assert expected in text, (expected, text)
+
+
+def _pages(pdf: bytes) -> list[str]:
+    return [page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages]
+
+
+def test_a_long_description_wraps_in_its_column_and_keeps_its_amount(
+    apply: Apply, session_factory: SessionFactory
+) -> None:
+    long = "Dedicated server " + " ".join(f"option-{n}" for n in range(18))  # ~190 characters
+    apply("clients.add", payloads.client("C1", send_welcome=False))
+    applied = apply("invoices.upsert", payloads.invoice("I1", items=[
+        {"description": long, "amount": "1000.00"},
+        {"description": "Domain renewal example.com", "amount": "12.99"},
+    ]))  # fmt: skip
+    assert applied.reason is None, applied.reason
+
+    [text] = _pages(_stored_invoice_pdf(session_factory))
+
+    # Every word is there, over more than one line (extract_text breaks lines with "\n").
+    flowing = " ".join(text.split())
+    assert long in flowing
+    assert long not in text.splitlines()
+    assert "£1,000.00" in text
+    assert "Domain renewal example.com £12.99" in text
+
+
+def test_many_items_run_onto_more_pages_with_the_heading_on_each(
+    apply: Apply, session_factory: SessionFactory
+) -> None:
+    items = [{"description": f"Addon number {n:03}", "amount": "1.00"} for n in range(90)]
+    apply("clients.add", payloads.client("C1", send_welcome=False))
+    applied = apply("invoices.upsert", payloads.invoice(
+        "I1", items=items, subtotal="90.00", tax="0.00", total="90.00", balance="90.00"
+    ))  # fmt: skip
+    assert applied.reason is None, applied.reason
+
+    pages = _pages(_stored_invoice_pdf(session_factory))
+
+    assert len(pages) >= 2
+    on_page = [[n for n in range(90) if f"Addon number {n:03} £1.00" in page] for page in pages]
+    # Each row whole on one page (its description beside its amount), every one once, in order.
+    assert [n for page in on_page for n in page] == list(range(90))
+    for page, rows in zip(pages, on_page, strict=True):
+        if rows:
+            assert "Description Amount" in page
+    assert "Total £90.00" in pages[-1]
+
+
+def test_a_company_address_line_too_long_for_the_page_wraps(
+    apply: Apply, session_factory: SessionFactory
+) -> None:
+    apply("clients.add", payloads.client("C1", send_welcome=False))
+    apply("invoices.upsert", payloads.invoice("I1"))
+    street = "Unit " + " ".join(f"{n}B" for n in range(45)) + " Industrial Estate Road"
+    with session_factory() as session:
+        invoice = session.get(Invoice, "I1")
+        assert invoice is not None
+        pdf = invoice_pdf(invoice, Company("Bytes & Co Ltd", (street,)))
+
+    [text] = _pages(pdf)
+    assert street in " ".join(text.split())
+    assert street not in text.splitlines()  # on more than one line, not cut at the margin
