@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.contracts import EVENTS, json_schemas
+from models.contracts.common import sendable_address
 from services.dispatch import parse_event
 from services.errors import Rejected
 
@@ -201,3 +202,13 @@ def test_a_client_actor_may_not_set_notes() -> None:
     reason = reason_for("clients.update", payload)
     assert reason.endswith("notes are for admins only; a client actor may not set them")
     parse_event("clients.update", {**payload, "actor": {"kind": "admin"}})
+
+
+def test_sendable_address_is_the_same_when_asked_again_and_refuses_each_time() -> None:
+    # Cached (a pure function of the text): a second answer is the first one, and a refusal
+    # is never remembered as an answer.
+    assert sendable_address("Ada@Bücher.example") == "Ada@xn--bcher-kva.example"
+    assert sendable_address("Ada@Bücher.example") == "Ada@xn--bcher-kva.example"
+    for _ in range(2):
+        with pytest.raises(ValueError, match="cannot be sent to"):
+            sendable_address("zoë@example.com")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from decimal import Decimal
 from enum import StrEnum
@@ -56,6 +57,11 @@ def _bounded_date(value: dt.date) -> dt.date:
     return value
 
 
+# Cached: a pure function of the text (no DNS: check_deliverability is off), asked again for
+# the same mailboxes on every event that names them and on every email sent to them
+# (services.mail.compose); email-validator's parse was 5 % of a notification's CPU. A refusal
+# raises, so it is not cached and says why each time.
+@functools.lru_cache(maxsize=4096)
 def sendable_address(value: str) -> str:
     """The address as SMTP will carry it: the domain in its ASCII (IDNA) form, one spelling
     per mailbox so uniqueness checks in Python and in PostgreSQL agree. Mail goes out without
