@@ -30,6 +30,7 @@ LINE_HEIGHT = 6  # mm, at 10 pt
 AMOUNT_WIDTH = 45  # mm: the amount column of the totals
 # The line items' description and amount columns, as shares of the page's width.
 ITEM_COLUMNS = (3, 1)
+HEADING = ("Description", "Amount")  # one line in its columns
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def _line(
 ) -> None:
     pdf.set_font(writer.face.family, style, size)
     text = printable(text)
-    if _lines(pdf, text, pdf.epw) == 1:
+    if _fits(pdf, text, pdf.epw):
         # Fits on one line, as nearly every line does: a plain cell. multi_cell would find
         # that out by measuring the text again at every character (fpdf2's line breaking):
         # a third of the document's CPU when every line went through it.
@@ -140,22 +141,28 @@ def _items(pdf: FPDF, context: dict[str, Any], writer: _Writer) -> None:
         pdf.epw * ITEM_COLUMNS[0] / sum(ITEM_COLUMNS),
         pdf.epw * ITEM_COLUMNS[1] / sum(ITEM_COLUMNS),
     )
-    heading = ("Description", "Amount")
-    _item_row(pdf, writer, heading, widths, "B")
+    _item_row(pdf, writer, HEADING, widths, 1, "B")
     for item in context["items"]:
         row = (printable(item["description"]), printable(writer.money(item["amount"])))
         pdf.set_font(writer.face.family, "", 10)
-        if pdf.will_page_break(_lines(pdf, row[0], widths[0]) * LINE_HEIGHT):
+        lines = _lines(pdf, row[0], widths[0])
+        if pdf.will_page_break(lines * LINE_HEIGHT):
             pdf.add_page()
-            _item_row(pdf, writer, heading, widths, "B")
-        _item_row(pdf, writer, row, widths)
+            _item_row(pdf, writer, HEADING, widths, 1, "B")
+        _item_row(pdf, writer, row, widths, lines)
     pdf.ln(4)
+
+
+def _fits(pdf: FPDF, text: str, width: float) -> bool:
+    """Whether `text` fits on one line of a cell `width` wide, in the current font: one
+    measurement, where multi_cell would measure it again at every character."""
+    return bool(pdf.get_string_width(text) <= width - 2 * pdf.c_margin)
 
 
 def _lines(pdf: FPDF, text: str, width: float) -> int:
     """The lines `text` takes in a column `width` wide, in the current font."""
-    if pdf.get_string_width(text) <= width - 2 * pdf.c_margin:
-        return 1  # the common case, measured once
+    if _fits(pdf, text, width):
+        return 1  # the common case
     return len(pdf.multi_cell(width, LINE_HEIGHT, text, dry_run=True, output="LINES"))
 
 
@@ -164,12 +171,13 @@ def _item_row(
     writer: _Writer,
     texts: tuple[str, str],
     widths: tuple[float, float],
+    lines: int,
     style: Style = "",
 ) -> None:
-    """One row: the description on the left (wrapped when long), the amount on the right."""
+    """One row of `lines` lines: the description on the left (wrapped when long), the
+    amount on the right, as tall as the description."""
     description, amount = texts
     pdf.set_font(writer.face.family, style, 10)
-    lines = _lines(pdf, description, widths[0])
     if lines == 1:
         pdf.cell(widths[0], LINE_HEIGHT, description, border=1, align=Align.L)
     else:
