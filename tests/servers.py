@@ -15,7 +15,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
@@ -419,6 +420,29 @@ def create_database(admin_url: str, name: str) -> str:
     return urlunsplit(
         ("postgresql+psycopg", parts.netloc, "/" + quote(name, safe=""), parts.query, "")
     )
+
+
+@contextmanager
+def refusing_connections(admin_url: str, name: str) -> Iterator[None]:
+    """Database `name` down for its clients until the block ends: new connections refused,
+    open ones cut (the server itself, and every other database on it, stay up)."""
+
+    def allow(connections: bool) -> None:
+        with psycopg.connect(_libpq_url(admin_url), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(name), sql.SQL("true" if connections else "false")
+            ))  # fmt: skip
+            if not connections:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+
+    allow(False)
+    try:
+        yield
+    finally:
+        allow(True)
 
 
 def drop_database(admin_url: str, name: str) -> None:

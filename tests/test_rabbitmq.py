@@ -8,16 +8,14 @@ are skipped, with one line saying why, only where rabbitmq-server is not install
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import payloads
-import psycopg
 import pytest
 from celery import Celery
 from ops_helpers import run_ops, status_json
-from psycopg import sql
 from rabbitmq_server import Vhost
+from servers import refusing_connections
 from smtp_sink import SmtpSink
 from sqlalchemy import make_url, select
 from wire import amqp_publish, task_headers
@@ -267,39 +265,15 @@ def test_ops_status_reads_queue_depths_from_rabbitmq(
 PUT_BACK = "a dead-lettered message goes back to its queue"
 
 
-@contextmanager
-def database_refusing_connections(database_url: str) -> Iterator[None]:
-    """The worker's database down for it: new connections refused, open ones cut, until the
-    block ends (the server itself, and every other test's database, stay up)."""
-    url = make_url(database_url)
-    name = url.database
-    assert name is not None, database_url
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
-        hide_password=False
-    )
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(
-            sql.Identifier(name)
-        ))  # fmt: skip
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-        )
-    try:
-        yield
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
-                sql.Identifier(name)
-            ))  # fmt: skip
-
-
 def test_a_refusal_made_while_the_database_is_down_is_recorded_once_it_is_back(
-    rabbit_worker: WorkerProcess, rabbitmq_vhost: Vhost
+    rabbit_worker: WorkerProcess, rabbitmq_vhost: Vhost, postgres_admin_url: str
 ) -> None:
     """The worker cannot write the refusal of a bad message while its database is away: it
     rejects the message, RabbitMQ dead-letters it, and the dead-letter consumer keeps putting
     it back until it can be written. Nothing is lost, and it is recorded once."""
-    with database_refusing_connections(rabbit_worker.database_url):
+    database = make_url(rabbit_worker.database_url).database
+    assert database is not None, rabbit_worker.database_url
+    with refusing_connections(postgres_admin_url, database):
         amqp_publish(rabbitmq_vhost.url, b"\xff\xfe not json", task_headers("clients.add"))
         # Tried, put back, and tried again: it goes round while the database is away.
         wait_until(
