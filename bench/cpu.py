@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -63,6 +64,15 @@ class BackendCpu:
         self._thread.join()
         return sum(last - self._first.get(pid, 0.0) for pid, last in self._last.items())
 
+    def used(self) -> float:
+        """Seconds the database's backends used since start(), read now: the backends are
+        listed afresh (a worker's pool may have opened some since the last sample)."""
+        with psycopg.connect(self._admin_url, autocommit=True) as conn:
+            pids = set(self._pids(conn)) | set(self._last)
+        readings = {pid: process_seconds(pid) for pid in pids}
+        self._last.update({pid: used for pid, used in readings.items() if used})
+        return sum(last - self._first.get(pid, 0.0) for pid, last in list(self._last.items()))
+
     def _sample_until_stopped(self) -> None:
         with psycopg.connect(self._admin_url, autocommit=True) as conn:
             while True:
@@ -78,3 +88,46 @@ class BackendCpu:
             "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self._database,)
         ).fetchall()
         return [row[0] for row in rows]
+
+
+def _machine_busy() -> float:
+    return machine_seconds()[0]
+
+
+# The parts of a CPU split, in the order they are shown; "machine" is every core's busy time.
+PARTS = ("worker", "postgres", "redis", "sink", "machine")
+
+
+class CpuSplit:
+    """Where a phase's CPU goes, read at two moments: each part's seconds between them.
+
+    Each part is a callable giving its CPU seconds so far; the machine's busy seconds (every
+    process on every core, this benchmark's own polling included) are added, so what the named
+    parts do not explain shows as the difference.
+    """
+
+    def __init__(self, parts: dict[str, Callable[[], float]]) -> None:
+        self._parts: dict[str, Callable[[], float]] = {**parts, "machine": _machine_busy}
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self.items_at_first = 0
+
+    def read(self) -> dict[str, float]:
+        return {name: seconds() for name, seconds in self._parts.items()}
+
+    def mark_first(self, items_done: int) -> None:
+        self.first, self.items_at_first = self.read(), items_done
+
+    def mark_last(self) -> None:
+        self.last = self.read()
+
+    def ms_per_item(self, items_done: int) -> dict[str, float]:
+        """Milliseconds of each part per item done between the two marks (items_done: the
+        count at the second)."""
+        items = items_done - self.items_at_first
+        if not self.first or not self.last or items <= 0:
+            return {}
+        return {
+            name: round(1000 * (self.last[name] - self.first[name]) / items, 3)
+            for name in self._parts
+        }

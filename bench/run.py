@@ -72,6 +72,7 @@ import payloads  # noqa: E402
 from servers import create_database, drop_database  # noqa: E402
 
 from bench import ceiling  # noqa: E402
+from bench.cpu import PARTS, BackendCpu, CpuSplit, process_seconds  # noqa: E402
 from bench.harness import (  # noqa: E402
     RUN_DATE,
     Memory,
@@ -146,6 +147,9 @@ class Drain:
     # figure other load on the machine disturbs much less than the rate.
     cpu_first: float | None = None
     cpu_finished: float | None = None
+    # The same span's CPU of each part: the worker, PostgreSQL's backends, Redis, the sink and
+    # the machine as a whole (bench/cpu.py), which is what says what bounds the rate.
+    split: CpuSplit | None = None
 
     @property
     def cpu_ms_per_item(self) -> float | None:
@@ -184,6 +188,9 @@ class Drain:
             "worker_cpu_ms_per_item": (
                 None if self.cpu_ms_per_item is None else round(self.cpu_ms_per_item, 2)
             ),
+            "cpu_ms_per_item": (
+                {} if self.split is None else self.split.ms_per_item(self.done)
+            ),
             "memory_mib": {when: [asdict(m) for m in found] for when, found in self.memory.items()},
         }
 
@@ -218,15 +225,21 @@ class Runner:
         budget: float | None = None,
         process: subprocess.Popen[bytes] | None = None,
         finished_twice: bool = False,
+        cpu_parts: dict[str, Callable[[], float]] | None = None,
     ) -> Drain:
         """Poll done() until it reaches total; sample the worker's memory at 10% and 100%.
 
         Past `budget` seconds from `started` stop early (time-boxed, quick mode); past
         `timeout` raise TimeoutError. process: the worker, whose memory is sampled and which must
-        stay alive.
+        stay alive. cpu_parts: the other processes whose CPU is split out (Context.cpu_parts).
         """
         pid = None if process is None else process.pid
         timing = Drain(total, started)
+        if pid is not None:
+            worker_pid = pid
+            timing.split = CpuSplit(
+                {"worker": lambda: cpu_seconds(worker_pid), **(cpu_parts or {})}
+            )
         deadline = time.monotonic() + timeout
         box = started + budget if budget is not None else math.inf
         while True:
@@ -236,6 +249,8 @@ class Runner:
                 timing.first, timing.first_count = now, count
                 if pid is not None:
                     timing.cpu_first = cpu_seconds(pid)
+                if timing.split is not None:
+                    timing.split.mark_first(count)
             if pid is not None and "10%" not in timing.memory and count >= total / 10:
                 timing.memory["10%"] = memory(pid)
             rate = ""
@@ -264,6 +279,8 @@ class Runner:
         if pid is not None:
             timing.memory["100%"] = memory(pid)
             timing.cpu_finished = cpu_seconds(pid)
+        if timing.split is not None:
+            timing.split.mark_last()
         if timing.partial:  # finished as far as it got: the spinner and the clock stop
             description = next(t for t in self.progress.tasks if t.id == task).description
             self.progress.update(
@@ -320,6 +337,27 @@ class Context:
         log = self.workdir / f"{name}.log"
         return worker(env, self.args.concurrency, log, queues, app, stop_timeout=5)
 
+    @contextmanager
+    def cpu_parts(
+        self, database_url: str | None = None, sink: Sink | None = None
+    ) -> Iterator[dict[str, Callable[[], float]]]:
+        """CPU-seconds readers for Redis, the sink and the PostgreSQL backends of the
+        phase's database, for Runner.drain."""
+        redis_pid = int(self.broker.info("server")["process_id"])
+        parts: dict[str, Callable[[], float]] = {"redis": lambda: process_seconds(redis_pid)}
+        if sink is not None:
+            sink_pid = sink.pid
+            parts["sink"] = lambda: process_seconds(sink_pid)
+        if database_url is None:
+            yield parts
+            return
+        backends = BackendCpu(self.args.postgres_url, database_url.rpartition("/")[2])
+        backends.start()
+        try:
+            yield {**parts, "postgres": backends.used}
+        finally:
+            backends.stop()
+
     def box(self, phase: str) -> float | None:
         return TIME_BOXES[phase] if self.args.quick and not self.args.no_time_box else None
 
@@ -344,7 +382,10 @@ def phase_ceiling(ctx: Context) -> None:
     env = environ_without_settings()
     env["BENCH_BROKER_URL"] = ctx.args.redis_url
     started = time.perf_counter()
-    with ctx.worker("ceiling", env, [ceiling.QUEUE], "bench.ceiling") as p:
+    with (
+        ctx.cpu_parts() as parts,
+        ctx.worker("ceiling", env, [ceiling.QUEUE], "bench.ceiling") as p,
+    ):
         timing = ctx.runner.drain(
             task,
             n,
@@ -354,6 +395,7 @@ def phase_ceiling(ctx: Context) -> None:
             budget=ctx.box("ceiling"),
             process=p,
             finished_twice=True,
+            cpu_parts=parts,
         )
     ctx.results["ceiling"] = {"tasks": n, **timing.as_json()}
 
@@ -480,7 +522,9 @@ def phase_clients_add(ctx: Context) -> None:
     env = worker_env(ctx.args.redis_url, database_url, sink.url, ctx.workdir)
     try:
         started = time.perf_counter()
-        with ctx.worker("clients_add", env, queues) as proc:
+        with ctx.cpu_parts(database_url, sink) as parts, ctx.worker(
+            "clients_add", env, queues
+        ) as proc:
             with ExitStack() as profiling:
                 if ctx.args.profile_clients_add is not None:
                     profiling.enter_context(
@@ -499,6 +543,7 @@ def phase_clients_add(ctx: Context) -> None:
                     timeout=max(120.0, n / 2),
                     budget=ctx.box("clients_add"),
                     process=proc,
+                    cpu_parts=parts,
                 )
             ctx.results["clients_add"] = {"events": n, "emails": n, **timing.as_json()}
             if "latency" in ctx.args.only:
@@ -606,7 +651,9 @@ def phase_notifications(ctx: Context) -> None:
     env = worker_env(ctx.args.redis_url, database_url, sink.url, ctx.workdir)
     try:
         started = time.perf_counter()
-        with ctx.worker("notifications", env, queues) as proc:
+        with ctx.cpu_parts(database_url, sink) as parts, ctx.worker(
+            "notifications", env, queues
+        ) as proc:
             timing = ctx.runner.drain(
                 task,
                 emails,
@@ -615,6 +662,7 @@ def phase_notifications(ctx: Context) -> None:
                 timeout=max(120.0, emails / 2),
                 budget=ctx.box("notifications"),
                 process=proc,
+                cpu_parts=parts,
             )
     finally:
         sink.stop()
@@ -640,7 +688,9 @@ def phase_invoice_run(ctx: Context) -> None:
     task = ctx.runner.task(f"invoice run, {invoices:,} invoices", owed)
     env = worker_env(ctx.args.redis_url, database_url, sink.url, ctx.workdir)
     try:
-        with ctx.worker("invoice_run", env, queues) as proc:
+        with ctx.cpu_parts(database_url, sink) as parts, ctx.worker(
+            "invoice_run", env, queues
+        ) as proc:
             deadline = time.monotonic() + 60
             while not app.control.ping(timeout=0.5):
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -656,6 +706,7 @@ def phase_invoice_run(ctx: Context) -> None:
                 timeout=max(300.0, owed / 2),
                 budget=ctx.box("invoice_run"),
                 process=proc,
+                cpu_parts=parts,
             )
             timing.first, timing.first_count = started, 0  # end to end, from the publish
     finally:
@@ -718,9 +769,71 @@ def done_text(r: dict[str, Any], unit: str) -> str:
     return f"{r['items']:,} {unit}"
 
 
-def cpu_text(r: dict[str, Any]) -> str:
+PART_NAMES = {
+    "worker": "worker",
+    "postgres": "PostgreSQL",
+    "redis": "Redis",
+    "sink": "sink",
+    "machine": "machine",
+}
+
+
+def cpu_text(r: dict[str, Any], unit: str = "each") -> str:
+    """'CPU ms each: worker 4.02 · PostgreSQL 0.81 · Redis 0.20 · sink 0.11 · machine 6.40'."""
+    split = r.get("cpu_ms_per_item") or {}
+    if split:
+        parts = " · ".join(f"{PART_NAMES[p]} {split[p]:.2f}" for p in PARTS if p in split)
+        return f"CPU ms {unit}: {parts}"
     value = r.get("worker_cpu_ms_per_item")
-    return "worker CPU not measured" if value is None else f"worker CPU {value:.1f} ms each"
+    return "worker CPU not measured" if value is None else f"worker CPU {value:.1f} ms {unit}"
+
+
+# The targets of issue 10, as rates to reach: (result, what, per, its target from C's rate).
+TARGETS: tuple[tuple[str, str, str, Callable[[float], float], str], ...] = (
+    ("clients_add", "clients.add + welcome", "event", lambda c: 0.6 * c, "0.6 x C"),
+    ("notifications", "notifications.send", "email", lambda c: 1.5 * c, "1.5 x C"),
+    (
+        "invoice_run",
+        "invoice run",
+        "email",
+        lambda c: max(1500.0, 1.4 * c),
+        "1,500 emails/s and 1.4 x C",
+    ),
+)
+
+
+def bounds(results: dict[str, Any], cores: int) -> list[str]:
+    """What bounds each rate, in the machine's CPU per item: what the target leaves for one
+    item, what one took (by part), and the rate that CPU allows with every core busy."""
+    ceiling = results.get("ceiling", {})
+    c = ceiling.get("rate_per_s")
+    c_machine = (ceiling.get("cpu_ms_per_item") or {}).get("machine")
+    if not c:
+        return []
+    lines = []
+    if c_machine:
+        lines.append(
+            f"- C: a no-op message through Celery took {c_machine:.2f} ms of the machine's "
+            f"CPU ({cpu_text(ceiling, 'per task')}); {cores} cores allow "
+            f"{cores * 1000 / c_machine:,.0f}/s at that cost."
+        )
+    for key, what, per, target_of, target_text in TARGETS:
+        r = results.get(key, {})
+        split = r.get("cpu_ms_per_item") or {}
+        used = split.get("machine")
+        if not used:
+            continue
+        target = target_of(c)
+        named = sum(v for p, v in split.items() if p != "machine")
+        lines.append(
+            f"- {what}: the target ({target_text} = {target:,.0f} {per}s/s) leaves "
+            f"{cores * 1000 / target:.2f} ms of the machine's CPU per {per}; one took "
+            f"{used:.2f} ({cpu_text(r, 'per ' + per)}; the rest, {max(used - named, 0):.2f}, "
+            "is other processes, this benchmark among them, and interrupts), so "
+            f"{cores} busy cores allow {cores * 1000 / used:,.0f}/s "
+            f"({cores * 1000 / used / c:.2f} x C)."
+        )
+    return lines
 
 
 def ms_text(value: float | None) -> str:
@@ -824,6 +937,9 @@ def markdown(report: dict[str, Any], table: list[Row]) -> str:
         f"Total wall time {report['seconds']:.0f} s.",
         "",
     ]
+    bound = bounds(report["results"], host["cpus"] or 1)
+    if bound:
+        lines += ["## What bounds the rates: CPU per item", "", *bound, ""]
     return "\n".join(lines)
 
 
@@ -1024,6 +1140,8 @@ def show(console: Console, table: list[Row], report: dict[str, Any]) -> None:
         rich_table.add_row(*row)
     console.print(rich_table)
     load = report["machine"]
+    for line in bounds(report["results"], load["cpus"] or 1):
+        console.print(line, markup=False)
     console.print(
         f"SMTP sink: {'; '.join(report['sink'])}. {report['mode_note']} Load average "
         f"{load['loadavg_before']} before, {load['loadavg_after']} after (nice {load['nice']}). "
