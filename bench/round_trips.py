@@ -1,7 +1,7 @@
 """Database round trips per event on the hot path, counted, not timed.
 
     .venv/bin/python bench/round_trips.py [--event notifications.send] [--events 200] [--show]
-                                          [--list-unsubscribe] [--calls [TOP]]
+                                          [--list-unsubscribe] [--calls [TOP]] [--batch N]
 
 Applies `clients.add` events (with the welcome email), or `notifications.send` to a client
 with 10 contacts ticked, through services.dispatch in this process, as a pool process does, on
@@ -12,6 +12,8 @@ transaction's first statement, commits, and the ping of each pool checkout (pool
 The worker's CPU is mostly Python around these trips (a profile of the clients.add phase of
 bench/run.py shows it), so their number is the figure to bring down. --list-unsubscribe
 signs a one-click unsubscribe link into every email (off by default, as in the settings).
+--batch N applies the events N at a time (services/batch.py, as a worker does with a backlog)
+and sends each batch's emails together.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import payloads  # noqa: E402
 from servers import create_database, drop_database  # noqa: E402
 
 from models.engine import make_engine  # noqa: E402
+from services.batch import process_batch  # noqa: E402
 from services.db import SessionFactory, make_session_factory  # noqa: E402
 from services.dispatch import process_event  # noqa: E402
 from services.mail.delivery import deliver_claimed  # noqa: E402
@@ -105,6 +108,32 @@ def apply(
     assert result.outcome.value == "applied", result
 
 
+def apply_batch(
+    factory: SessionFactory,
+    transport: FileTransport,
+    task: str,
+    batch: list[Any],
+    opt_outs: OptOutPolicy = DEFAULT_OPT_OUTS,
+) -> None:
+    """Events applied together, as tasks/batching.py has a pool process do with a backlog;
+    any the batch leaves applied on their own after it."""
+
+    class SendNow:
+        def ready(self) -> bool:
+            return True
+
+        def __call__(self, messages: list[Any]) -> None:
+            deliver_claimed(messages, factory, transport, "billing@example.com", 3)
+
+    results = process_batch(
+        task, batch, session_factory=factory, publish=lambda *_a, **_k: None,
+        company_name="Example Hosting", deliver_now=SendNow(), opt_outs=opt_outs,
+    )  # fmt: skip
+    for payload, result in zip(batch, results, strict=True):
+        if result is None:
+            apply(factory, transport, task, payload, opt_outs)
+
+
 def workload(kind: str, events: int) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]], int]:
     """(set-up events, measured events, emails per measured event)."""
     if kind == "clients.add":
@@ -129,6 +158,7 @@ def main() -> None:
     parser.add_argument("--show", action="store_true", help="print the statements of one")
     parser.add_argument("--list-unsubscribe", action="store_true",
                         help="sign an unsubscribe link into every email")  # fmt: skip
+    parser.add_argument("--batch", type=int, default=1, help="events applied together")
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--calls", metavar="TOP", type=int, nargs="?", const=15, default=None,
                         help="profile the events (cProfile on CPU time): Python function calls "
@@ -152,11 +182,16 @@ def main() -> None:
             # CPU time, not the wall clock: waits on PostgreSQL (and other load) stay out.
             profile = cProfile.Profile(time.process_time) if args.calls is not None else None
             cpu_started = time.process_time()
-            for number, (task, payload) in enumerate(measured):
-                trips.show = args.show and number == 1
+            for number in range(0, len(measured), args.batch):
+                trips.show = args.show and number == args.batch
+                task = measured[number][0]
+                batch = [payload for _, payload in measured[number : number + args.batch]]
                 if profile is not None:
                     profile.enable()
-                apply(factory, transport, task, payload, opt_outs)
+                if args.batch == 1:
+                    apply(factory, transport, task, batch[0], opt_outs)
+                else:
+                    apply_batch(factory, transport, task, batch, opt_outs)
                 if profile is not None:
                     profile.disable()
             cpu_ms = 1000 * (time.process_time() - cpu_started) / args.events
@@ -164,7 +199,8 @@ def main() -> None:
     finally:
         drop_database(args.admin_url, name)
     total = sum(trips.counts.values())
-    print(f"{args.event}, {args.events} events, {emails_each} email(s) each; round trips:")
+    batched = f", applied {args.batch} at a time" if args.batch > 1 else ""
+    print(f"{args.event}, {args.events} events{batched}, {emails_each} email(s) each; round trips:")
     print(f"  {'':<11} {'per event':>9} {'per email':>9}")
     for kind in ("pings", "BEGIN", "statements", "COMMIT"):
         each = trips.counts[kind] / args.events

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
@@ -18,7 +20,7 @@ from services.audit import diff, record_change
 from services.context import HandlerContext
 from services.errors import Conflict
 from services.routing import holder_of
-from services.waiting import release_waiting
+from services.waiting import release_waiting_for_each
 
 WELCOME_TEMPLATE = "client_signup"
 # Not columns copied from the event: the envelope, and what add_client handles itself.
@@ -34,44 +36,75 @@ def ensure_email_free(session: Session, email: str, except_client: str | None = 
         raise Conflict(f"Duplicate Email Address: {email} is already used by client {holder!r}")
 
 
-def ensure_new_client(session: Session, client_id: str, email: str) -> None:
-    """The id and the email both unused, asked in one query (both are unique: two rows at most)."""
-    holders = (
-        session.execute(
-            select(Client.id).where(
-                or_(Client.id == client_id, func.lower(Client.email) == email.lower())
-            )
+def taken_clients(session: Session, events: Sequence[AddClient]) -> dict[str, str]:
+    """Why each of these new clients cannot be added, by event id: its id, or its email, is
+    already a client's. Asked in one query however many."""
+    if not events:
+        return {}
+    ids = [event.client_id for event in events]
+    emails = [event.email.lower() for event in events]
+    rows = session.execute(
+        select(Client.id, func.lower(Client.email)).where(
+            or_(Client.id.in_(ids), func.lower(Client.email).in_(emails))
         )
-        .scalars()
-        .all()
-    )
-    if client_id in holders:
-        raise Conflict(f"client {client_id!r} already exists")
-    if holders:
-        raise Conflict(f"Duplicate Email Address: {email} is already used by client {holders[0]!r}")
+    ).all()
+    holders_of_ids = {client_id for client_id, _ in rows}
+    holders_of_emails = {email: client_id for client_id, email in rows}
+    refusals = {}
+    for event in events:
+        if event.client_id in holders_of_ids:
+            refusals[event.event_id] = f"client {event.client_id!r} already exists"
+        elif (holder := holders_of_emails.get(event.email.lower())) is not None:
+            refusals[event.event_id] = (
+                f"Duplicate Email Address: {event.email} is already used by client {holder!r}"
+            )
+    return refusals
 
 
-def add_client(ctx: HandlerContext, event: AddClient) -> None:
+def check_new_client(ctx: HandlerContext, event: AddClient) -> None:
+    """What a clients.add is refused for before the database is asked anything."""
     authorize(ctx.task_name, event, None)
     if not event.invoice_emails:
         # The holder's invoice preference, as clients.set_email_preferences sets it.
         ctx.opt_outs.refuse_holder_opt_out(["invoice"])
-    ensure_new_client(ctx.session, event.client_id, event.email)
-    fields = event.model_dump(exclude=_ENVELOPE)
-    client = Client(id=event.client_id, status=event.status, **fields)
-    ctx.session.add(client)
-    ctx.session.flush()
-    record_change(
-        ctx.session, ctx.task_name, event, {"created": {**fields, "status": event.status}}
-    )
-    release_waiting(ctx, f"client:{client.id}")
-    if event.send_welcome:
-        ctx.emails.queue(
-            client=client,
-            recipient=holder_of(client),
-            template=WELCOME_TEMPLATE,
-            category="general",
+
+
+def add_client(ctx: HandlerContext, event: AddClient) -> None:
+    check_new_client(ctx, event)
+    add_clients([(ctx, event)])
+
+
+def add_clients(adds: Sequence[tuple[HandlerContext, AddClient]]) -> None:
+    """Add checked clients (check_new_client) in one session, each with its audit row, the
+    events that waited for it and its welcome email: a few statements for all of them, not a
+    few for each (services/batch.py adds many at once; add_client, one)."""
+    if not adds:
+        return
+    session = adds[0][0].session
+    refusals = taken_clients(session, [event for _, event in adds])
+    if refusals:
+        raise Conflict(next(iter(refusals.values())))
+    added = []
+    for ctx, event in adds:
+        fields = event.model_dump(exclude=_ENVELOPE)
+        client = Client(id=event.client_id, status=event.status, **fields)
+        session.add(client)
+        added.append((ctx, event, fields, client))
+    # The clients first: the audit rows and emails refer to them.
+    session.flush()
+    for ctx, event, fields, _ in added:
+        record_change(
+            ctx.session, ctx.task_name, event, {"created": {**fields, "status": event.status}}
         )
+    release_waiting_for_each([(ctx, f"client:{client.id}") for ctx, _, _, client in added])
+    for ctx, event, _, client in added:
+        if event.send_welcome:
+            ctx.emails.queue(
+                client=client,
+                recipient=holder_of(client),
+                template=WELCOME_TEMPLATE,
+                category="general",
+            )
 
 
 def update_client(ctx: HandlerContext, event: UpdateClient) -> None:

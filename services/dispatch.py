@@ -231,24 +231,38 @@ def _apply_once(
         )
         ctx = HandlerContext(task_name, uow.session, emails)
         HANDLERS[type(event)](ctx, event)
-        email_ids = emails.ids
-        claimed: list[EmailMessage] = []
-        if email_ids and deliver_now is not None and deliver_now.ready():
+        commit_with_effects(uow, [ctx], session_factory, publish, deliver_now)
+    return Result(Outcome.APPLIED, email_ids=emails.ids)
+
+
+def commit_with_effects(
+    uow: UnitOfWork,
+    handled: list[HandlerContext],
+    session_factory: SessionFactory,
+    publish: Publish,
+    deliver_now: DeliverNow | None,
+) -> None:
+    """Commit what the handlers did; then publish what they staged and send their emails."""
+    send_now = deliver_now is not None and deliver_now.ready()
+    claimed: list[EmailMessage] = []
+    for ctx in handled:
+        if not ctx.emails.ids:
+            continue
+        if send_now:
             # Claimed for this process in the event's own commit: no outbox row, no
             # delivery task. Should this process die before sending, the claims' lease
             # runs out and the relay queues them again (services.outbox).
-            claimed = emails.claim()
-        elif email_ids:
+            claimed += ctx.emails.claim()
+        else:
             # The outbox row and the emails commit together: the delivery is owed even
             # if the broker is away right after the commit.
-            ctx.stage(DELIVER_TASK, {"message_ids": email_ids})
-        staged = list(ctx.staged)
+            ctx.stage(DELIVER_TASK, {"message_ids": ctx.emails.ids})
+    staged = [message_id for ctx in handled for message_id in ctx.staged]
 
-        def effects() -> None:
-            publish_staged(session_factory, staged, publish)
-            if claimed and deliver_now is not None:
-                deliver_now(claimed)
+    def effects() -> None:
+        publish_staged(session_factory, staged, publish)
+        if claimed and deliver_now is not None:
+            deliver_now(claimed)
 
-        uow.after_commit(effects)
-        uow.commit()
-    return Result(Outcome.APPLIED, email_ids=email_ids)
+    uow.after_commit(effects)
+    uow.commit()

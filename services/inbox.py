@@ -20,10 +20,20 @@ _INBOX = table_of(ProcessedEvent)
 
 def claim_event(session: Session, event_id: str, task_name: str, digest: str) -> bool:
     """True when this transaction recorded the event; False when the inbox already had it."""
-    row = {
-        "event_id": event_id,
-        "task_name": task_name,
-        "payload_sha256": digest,
-        "processed_at": utcnow(),
-    }
-    return bool(insert_new_rows(session, _INBOX, [row], ("event_id",)))
+    return bool(claim_events(session, task_name, {event_id: digest}))
+
+
+def claim_events(session: Session, task_name: str, digests: dict[str, str]) -> set[str]:
+    """claim_event for several events of one kind (event id -> payload digest) in one
+    statement; returns the ids this transaction recorded."""
+    now = utcnow()
+    rows = [
+        {
+            "event_id": event_id,
+            "task_name": task_name,
+            "payload_sha256": digest,
+            "processed_at": now,
+        }
+        for event_id, digest in digests.items()
+    ]
+    return {key[0] for key in insert_new_rows(session, _INBOX, rows, ("event_id",))}

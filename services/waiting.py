@@ -10,9 +10,10 @@ is retried, never left waiting for something that already exists.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from models.base import table_of, utcnow
@@ -29,13 +30,27 @@ _REJECTED = table_of(RejectedEvent)
 
 def lock_key(session: Session, waiting_for: str) -> None:
     """Held to the end of the transaction. SQLite needs none: it has one writer at a time."""
-    if session.get_bind().dialect.name == "postgresql":
-        # On the connection, not the session: no autoflush of the handler's pending rows
-        # first (they are flushed with the rest at the commit, and the lock does not need
-        # them written: it is held until that commit).
-        session.connection().execute(
-            select(func.pg_advisory_xact_lock(func.hashtext(waiting_for)))
-        )
+    lock_keys(session, [waiting_for])
+
+
+def lock_keys(session: Session, keys: Sequence[str]) -> None:
+    """lock_key for each, in one statement and in sorted order (two transactions locking some
+    of the same keys take them in the same order, so neither waits for the other forever)."""
+    if session.get_bind().dialect.name != "postgresql" or not keys:
+        return
+    # On the connection, not the session: no autoflush of the handler's pending rows first
+    # (they are flushed with the rest at the commit, and the lock does not need them
+    # written: it is held until that commit).
+    if len(keys) == 1:
+        session.connection().execute(select(func.pg_advisory_xact_lock(func.hashtext(keys[0]))))
+        return
+    # unnest yields the array's elements in order.
+    session.connection().execute(_LOCK_EACH, {"keys": sorted(set(keys))})
+
+
+_LOCK_EACH = text(
+    "SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest(CAST(:keys AS text[])) AS k"
+)
 
 
 _AWAITED: dict[str, type[Client] | type[Contact] | type[Invoice]] = {
@@ -87,13 +102,23 @@ def park(
 
 def release_waiting(ctx: HandlerContext, waiting_for: str) -> int:
     """Re-publish (after this commit) every event waiting for `waiting_for`, once each."""
-    lock_key(ctx.session, waiting_for)
+    return release_waiting_for_each([(ctx, waiting_for)])
+
+
+def release_waiting_for_each(waits: Sequence[tuple[HandlerContext, str]]) -> int:
+    """release_waiting for several keys of one session, each event staged by the handler
+    whose key it waited for: one lock statement and one query for all of them."""
+    if not waits:
+        return 0
+    session = waits[0][0].session
+    keys = [waiting_for for _, waiting_for in waits]
+    lock_keys(session, keys)
     # Core on the table: asked on every add, and almost always answered with no row, which
     # the ORM's entity loading would make cost several times the statement.
-    connection = ctx.session.connection()
+    connection = session.connection()
     rows = connection.execute(
-        select(_REJECTED.c.id, _REJECTED.c.task_name, _REJECTED.c.payload)
-        .where(_REJECTED.c.waiting_for == waiting_for, _REJECTED.c.released_at.is_(None))
+        select(_REJECTED.c.id, _REJECTED.c.task_name, _REJECTED.c.payload, _REJECTED.c.waiting_for)
+        .where(_REJECTED.c.waiting_for.in_(keys), _REJECTED.c.released_at.is_(None))
         .order_by(_REJECTED.c.id)
     ).all()
     if rows:
@@ -102,6 +127,7 @@ def release_waiting(ctx: HandlerContext, waiting_for: str) -> int:
             .where(_REJECTED.c.id.in_([row.id for row in rows]))
             .values(released_at=utcnow())
         )
+    handler_of = {waiting_for: ctx for ctx, waiting_for in waits}
     for row in rows:
-        ctx.stage(row.task_name, json.loads(row.payload))
+        handler_of[row.waiting_for].stage(row.task_name, json.loads(row.payload))
     return len(rows)

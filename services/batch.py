@@ -1,0 +1,176 @@
+"""Applies several events of one kind in one transaction, a few statements for all of them.
+
+One event per transaction costs about a dozen round trips to PostgreSQL and the Python around
+each; most of the CPU of a clients.add is there, not in its rules (bench/README.md). Events
+that arrive together (a backlog: tasks/batching.py hands them over) are applied here with one
+statement per table for the lot, then their emails sent over one connection.
+
+Only the simple case is done together: every event valid, permitted, new, and independent of
+the others in the batch. Any other event is left to be applied on its own (None in the result)
+after this commit, by the same path as always, so its outcome and its reason are exactly what
+they would have been: a duplicate, a refusal, a wait for its client, a retry. If anything goes
+wrong while applying the batch, nothing of it is kept and every event is left to that path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from models.company import CompanyLike
+from models.contracts import AddClient, Event
+from services.clients import add_clients, check_new_client, taken_clients
+from services.context import HandlerContext
+from services.db import SessionFactory, UnitOfWork
+from services.dispatch import (
+    DeliverNow,
+    Outcome,
+    Result,
+    commit_with_effects,
+    parse_event,
+    payload_digest,
+)
+from services.errors import Rejected, Transient
+from services.inbox import claim_events
+from services.mail.queue import EmailQueue
+from services.opt_outs import DEFAULT_OPT_OUTS, OptOutPolicy
+from services.outbox import Publish
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Together:
+    """How events of one kind are applied together."""
+
+    # Refuses an event before the database is asked (as its handler would).
+    check: Callable[[HandlerContext, Any], None]
+    # Why some cannot be applied, by event id, asked in one query.
+    refusals: Callable[[Session, Sequence[Any]], dict[str, str]]
+    # Applies them all, checked and claimed, in the session of their contexts.
+    apply: Callable[[Sequence[tuple[HandlerContext, Any]]], None]
+    # What no two events of one batch may share: the second would depend on the first.
+    keys: Callable[[Any], tuple[str, ...]]
+
+
+TOGETHER: dict[type[Event], Together] = {
+    AddClient: Together(
+        check=check_new_client,
+        refusals=taken_clients,
+        apply=add_clients,
+        keys=lambda event: (f"id:{event.client_id}", f"email:{event.email.lower()}"),
+    ),
+}
+
+# What applying a batch may raise for reasons of one of its events (or of the database):
+# the batch is then dropped and each event applied on its own. Anything else (a time limit,
+# a bug) propagates.
+_BATCH_ERRORS = (Rejected, Transient, SQLAlchemyError)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    index: int
+    event: Event
+    digest: str
+
+
+def process_batch(
+    task_name: str,
+    payloads: Sequence[dict[str, Any]],
+    *,
+    session_factory: SessionFactory,
+    publish: Publish,
+    company_name: CompanyLike,
+    deliver_now: DeliverNow | None = None,
+    opt_outs: OptOutPolicy = DEFAULT_OPT_OUTS,
+) -> list[Result | None]:
+    """The result of each payload applied here, in order; None for one the caller must apply
+    on its own (services.dispatch.process_event, through its task), after this returns."""
+    results: list[Result | None] = [None] * len(payloads)
+    candidates = _candidates(task_name, payloads)
+    if len(candidates) < 2:
+        return results
+    try:
+        applied = _apply_together(
+            task_name, candidates, session_factory, publish, company_name, deliver_now, opt_outs
+        )
+    except _BATCH_ERRORS as exc:
+        log.info(
+            "%d %s events not applied together (%s: %s); each is applied on its own",
+            len(candidates),
+            task_name,
+            type(exc).__name__,
+            str(exc).partition("\n")[0],
+        )
+        return results
+    for index, result in applied.items():
+        results[index] = result
+    return results
+
+
+def _candidates(task_name: str, payloads: Sequence[dict[str, Any]]) -> list[_Candidate]:
+    """The payloads that are valid events of a kind applied together, none sharing a key
+    with an earlier one (that one goes on its own, after: as it would have, in order)."""
+    found: list[_Candidate] = []
+    taken: set[str] = set()
+    for index, payload in enumerate(payloads):
+        try:
+            event = parse_event(task_name, payload)
+        except Rejected:
+            continue
+        together = TOGETHER.get(type(event))
+        if together is None:
+            continue
+        keys = {f"event:{event.event_id}", *together.keys(event)}
+        if keys & taken:
+            continue
+        taken |= keys
+        found.append(_Candidate(index, event, payload_digest(payload)))
+    return found
+
+
+def _apply_together(
+    task_name: str,
+    candidates: list[_Candidate],
+    session_factory: SessionFactory,
+    publish: Publish,
+    company_name: CompanyLike,
+    deliver_now: DeliverNow | None,
+    opt_outs: OptOutPolicy,
+) -> dict[int, Result]:
+    with UnitOfWork(session_factory) as uow:
+        session = uow.session
+        checked: list[tuple[_Candidate, HandlerContext]] = []
+        for candidate in candidates:
+            emails = EmailQueue(session, candidate.event.event_id, company_name, opt_outs)
+            ctx = HandlerContext(task_name, session, emails)
+            try:
+                TOGETHER[type(candidate.event)].check(ctx, candidate.event)
+            except Rejected:
+                continue  # refused on its own, with its reason recorded there
+            checked.append((candidate, ctx))
+        by_kind: dict[type[Event], list[tuple[_Candidate, HandlerContext]]] = {}
+        for candidate, ctx in checked:
+            by_kind.setdefault(type(candidate.event), []).append((candidate, ctx))
+        chosen: list[tuple[_Candidate, HandlerContext]] = []
+        for kind, group in by_kind.items():
+            refused = TOGETHER[kind].refusals(session, [c.event for c, _ in group])
+            chosen += [(c, ctx) for c, ctx in group if c.event.event_id not in refused]
+        # Claimed last, and only those that will be applied: an event left out must find
+        # no inbox row of this batch when it is applied on its own.
+        claimed = claim_events(
+            session, task_name, {c.event.event_id: c.digest for c, _ in chosen}
+        ) if chosen else set()  # fmt: skip
+        chosen = [(c, ctx) for c, ctx in chosen if c.event.event_id in claimed]
+        if not chosen:
+            return {}
+        for kind in by_kind:
+            TOGETHER[kind].apply([(ctx, c.event) for c, ctx in chosen if type(c.event) is kind])
+        commit_with_effects(uow, [ctx for _, ctx in chosen], session_factory, publish, deliver_now)
+    return {c.index: Result(Outcome.APPLIED, email_ids=ctx.emails.ids) for c, ctx in chosen}
