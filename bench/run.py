@@ -358,6 +358,11 @@ class Context:
         finally:
             backends.stop()
 
+    @property
+    def settings(self) -> dict[str, str]:
+        """--setting NAME=VALUE, for worker_env (the workers' own settings are otherwise none)."""
+        return dict(setting.split("=", 1) for setting in self.args.setting)
+
     def box(self, phase: str) -> float | None:
         return TIME_BOXES[phase] if self.args.quick and not self.args.no_time_box else None
 
@@ -519,7 +524,7 @@ def phase_clients_add(ctx: Context) -> None:
     publish(app, "clients.add", adds)
     sink = ctx.sink(dump="latency" in ctx.args.only)
     task = ctx.runner.task("clients.add + welcome email", n)
-    env = worker_env(ctx.args.redis_url, database_url, sink.url, ctx.workdir)
+    env = worker_env(ctx.args.redis_url, database_url, sink.url, ctx.workdir, **ctx.settings)
     try:
         started = time.perf_counter()
         with ctx.cpu_parts(database_url, sink) as parts, ctx.worker(
@@ -648,7 +653,7 @@ def phase_notifications(ctx: Context) -> None:
     )
     sink = ctx.sink()
     task = ctx.runner.task(f"notifications.send x{contacts + 1} emails", emails)
-    env = worker_env(ctx.args.redis_url, database_url, sink.url, ctx.workdir)
+    env = worker_env(ctx.args.redis_url, database_url, sink.url, ctx.workdir, **ctx.settings)
     try:
         started = time.perf_counter()
         with ctx.cpu_parts(database_url, sink) as parts, ctx.worker(
@@ -686,7 +691,7 @@ def phase_invoice_run(ctx: Context) -> None:
     queues = sorted(app.amqp.queues)
     sink = ctx.sink()
     task = ctx.runner.task(f"invoice run, {invoices:,} invoices", owed)
-    env = worker_env(ctx.args.redis_url, database_url, sink.url, ctx.workdir)
+    env = worker_env(ctx.args.redis_url, database_url, sink.url, ctx.workdir, **ctx.settings)
     try:
         with ctx.cpu_parts(database_url, sink) as parts, ctx.worker(
             "invoice_run", env, queues
@@ -922,7 +927,9 @@ def markdown(report: dict[str, Any], table: list[Row]) -> str:
         f"Machine: {host['cpus']} CPUs, nice {host['nice']}, load average "
         f"{host['loadavg_before']} before, {host['loadavg_after']} after; Python "
         f"{host['python']}, Celery {host['celery']}; git {report['git']}. Worker: prefork "
-        f"-c {report['concurrency']}. SMTP sink: {'; '.join(report['sink'])}.",
+        f"-c {report['concurrency']}"
+        + "".join(f", CLIENTFLOW_{k.upper()}={v}" for k, v in report.get("settings", {}).items())
+        + f". SMTP sink: {'; '.join(report['sink'])}.",
         "",
         f"| {' | '.join(COLUMNS)} |",
         "|---|--:|--:|--:|---|---|",
@@ -1025,8 +1032,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="quick mode without its time boxes (every phase runs to its last item)",
     )
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a clientflow setting for the workers, as CLIENTFLOW_NAME=VALUE (repeatable): "
+        "to measure a setting against the defaults",
+    )
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
+    if any("=" not in setting for setting in args.setting):
+        parser.error("--setting takes NAME=VALUE")
     if "latency" in args.only and "clients_add" not in args.only:
         parser.error("latency runs on the clients_add worker: add clients_add to --only")
     if args.redis_url.rstrip("/").endswith("/15"):
@@ -1108,6 +1125,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode_note": mode_note,
         "sizes": asdict(sizes),
         "concurrency": args.concurrency,
+        "settings": ctx.settings,
         "sink": sorted(ctx.sink_kinds),
         "machine": machine(load_before),
         "git": git_revision(),

@@ -370,6 +370,16 @@ class Settings(BaseSettings):
         "fed; 1 lets an idle worker take what a busy one would otherwise hold.",
     )
 
+    event_batch_size: int = Field(
+        default=64,
+        ge=1,
+        le=500,
+        description="At most this many events of one kind that wait for a busy worker's pool "
+        "are applied together, in one transaction (workers/batching.py, services/batch.py). "
+        "On Redis the worker lets them past the prefetch limit while they wait; on RabbitMQ "
+        "they wait only within CLIENTFLOW_WORKER_PREFETCH_MULTIPLIER. 1 turns it off.",
+    )
+
     task_events: bool = Field(
         default=False,
         description="Workers send Celery's task events and publishers the task-sent event "

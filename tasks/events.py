@@ -9,6 +9,7 @@ from celery import Task, shared_task
 
 from models.contracts import EVENTS
 from models.settings import get_settings
+from services.batch import process_batch
 from services.dispatch import process_event
 from services.rejections import event_id_of, record_rejection
 from tasks import runtime
@@ -47,6 +48,21 @@ def event_task(name: str) -> Task[..., str]:
         return result.outcome.value
 
     return run
+
+
+def apply_together(task_name: str, payloads: list[dict[str, Any]]) -> list[str | None]:
+    """Apply events of one kind together (services/batch.py), with what their task would
+    use; the outcome of each, or None for one its own task must apply."""
+    results = process_batch(
+        task_name,
+        payloads,
+        session_factory=runtime.session_factory(),
+        publish=runtime.publish,
+        company_name=get_settings().company,
+        deliver_now=deliver_after_commit,
+        opt_outs=opt_out_policy(),
+    )
+    return [None if result is None else result.outcome.value for result in results]
 
 
 # Made from the one list of events, so a new contract gets its task (and nothing else can).

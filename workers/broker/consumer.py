@@ -25,6 +25,7 @@ from vine import promise
 from models.contracts.common import json_depth
 from services.rejections import event_id_of, record_rejection
 from tasks import runtime
+from workers import batching
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 65_536
@@ -207,6 +208,16 @@ class RecordingConsumer(Consumer):
     # Set by Celery's Consumer at run time; celery-types does not declare them.
     connection_errors: tuple[type[BaseException], ...]
     event_dispatcher: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Before the task strategies are made (at start): they take on_task_request then.
+        self.batcher = batching.install(self)
+
+    def on_close(self) -> None:
+        super().on_close()
+        if self.batcher is not None:
+            self.batcher.forget()
 
     def create_task_handler(self, promise: Any = promise) -> Callable[[Any], Any]:
         handle = super().create_task_handler(promise)

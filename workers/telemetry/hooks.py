@@ -67,6 +67,11 @@ def _task_finished(
         json_logs.leave_task()
 
 
+def count_outcome(task_name: str, outcome: str, runtime_seconds: float) -> None:
+    """Count a task run that Celery did not trace (an event applied in a batch)."""
+    _outcomes.add(task_name, outcome, runtime_seconds)
+
+
 @signals.worker_process_shutdown.connect
 @signals.worker_shutdown.connect
 def _write_counted_outcomes(**_: Any) -> None:

@@ -1,0 +1,128 @@
+"""A backlog of events through a real worker, applied together (workers/batching.py), with
+every event's outcome what it would have been one at a time: on Redis and on RabbitMQ.
+
+The events are published before the worker starts, so they are waiting when it does: the
+case batches are for. Among them are the cases a batch leaves to each event's own task: a
+redelivered event, an email already taken, an invalid payload, and contacts published before
+their clients (held, then released by the batch that adds the client).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import payloads
+import pytest
+from rabbitmq_server import Vhost
+from smtp_sink import SmtpSink
+from sqlalchemy import func, select
+from worker_process import WorkerProcess, worker_fixture
+
+from models.clients import Client, Contact
+from models.emails import EmailMessage, EmailStatus
+from models.records import RejectedEvent
+
+pytestmark = pytest.mark.worker
+
+CLIENTS = 150
+stopped_worker = worker_fixture(name="stopped_worker", start=False)
+
+
+def backlog() -> tuple[list[tuple[str, dict[str, Any]]], dict[str, int]]:
+    """The events to publish, and how many of each outcome they should end in."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    for number in range(10):  # contacts first: their clients come later in the backlog
+        events.append(("contacts.add", payloads.contact(f"K{number}", f"B{number * 7:03d}")))
+    for number in range(CLIENTS):
+        add = payloads.client(f"B{number:03d}")
+        events.append(("clients.add", add))
+        if number % 30 == 0:
+            events.append(("clients.add", dict(add)))  # the same event, redelivered
+        if number % 30 == 1:  # another client's email
+            events.append(("clients.add", payloads.client(f"X{number}", email=add["email"])))
+        if number % 30 == 2:
+            events.append(("clients.add", payloads.client(f"Y{number}", email="not an address")))
+    expected = {"clients": CLIENTS, "taken": 5, "invalid": 5, "contacts": 10}
+    return events, expected
+
+
+def run_backlog(worker: WorkerProcess, smtp: SmtpSink) -> None:
+    events, expected = backlog()
+    for name, payload in events:
+        worker.publish(name, payload)
+    worker.start()
+    good = [
+        p["event_id"]
+        for _, p in events
+        if p["client_id"].startswith("B") or p.get("contact_id", "").startswith("K")
+    ]
+    worker.wait_applied(*good)
+
+    with worker.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Client)) == expected["clients"]
+        assert session.scalar(select(func.count()).select_from(Contact)) == expected["contacts"]
+        refused = session.scalars(
+            select(RejectedEvent.reason).where(RejectedEvent.waiting_for.is_(None))
+        ).all()
+        taken = [r for r in refused if r.startswith("Duplicate Email Address")]
+        assert len(taken) == expected["taken"], refused
+        assert len(refused) == expected["taken"] + expected["invalid"], refused
+        waited = session.scalars(
+            select(RejectedEvent.released_at).where(RejectedEvent.waiting_for.is_not(None))
+        ).all()
+        assert len(waited) == expected["contacts"]
+        assert None not in waited
+    # One welcome email per client, each received once, and recorded sent.
+    received = smtp.wait_for(CLIENTS, timeout=60)
+    counts = Counter(address.lower() for m in received for address in m.rcpt_tos)
+    assert len(counts) == CLIENTS
+    assert set(counts.values()) == {1}, counts.most_common(3)
+    worker.wait_for_db(
+        lambda s: (
+            s.scalar(select(func.count()).where(EmailMessage.status == EmailStatus.SENT)) == CLIENTS
+        ),
+        "every welcome email recorded sent",
+    )
+    # And batches applied them: the pool logs each.
+    together = re.findall(r"(\d+) of \d+ clients\.add events applied together", worker.log_text())
+    assert together, worker.log_tail()
+    assert max(int(n) for n in together) > 1
+
+
+def test_a_backlog_is_applied_in_batches_with_every_outcome_kept(
+    stopped_worker: WorkerProcess, smtp: SmtpSink
+) -> None:
+    run_backlog(stopped_worker, smtp)
+
+
+@pytest.fixture
+def rabbit_stopped_worker(
+    rabbitmq_vhost: Vhost,
+    new_postgres_database: Callable[[], str],
+    smtp: SmtpSink,
+    tmp_path: Path,
+) -> Iterator[WorkerProcess]:
+    # On RabbitMQ's quorum queues a worker's prefetch is fixed: batches form from what the
+    # prefetch multiplier lets it hold (docs/deployment.md).
+    worker = WorkerProcess(
+        broker_url=rabbitmq_vhost.url,
+        vhost=rabbitmq_vhost,
+        database_url=new_postgres_database(),
+        smtp_url=smtp.url,
+        workdir=tmp_path / "worker",
+        extra_settings={"worker_prefetch_multiplier": "16"},
+    )
+    try:
+        yield worker
+    finally:
+        worker.close()
+
+
+def test_a_backlog_on_rabbitmq_is_applied_in_batches_with_every_outcome_kept(
+    rabbit_stopped_worker: WorkerProcess, smtp: SmtpSink
+) -> None:
+    run_backlog(rabbit_stopped_worker, smtp)
