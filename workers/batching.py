@@ -68,6 +68,8 @@ class EventBatcher:
         self._waiting: dict[str, list[Request]] = {}
         # Requests let past the prefetch limit, with the QoS they were let past on.
         self._allowed: dict[str, Any] = {}
+        # Of those, the other events waiting for a pool process (not to be batched).
+        self._alone: set[str] = set()
         self._qos_seen: Any = None
         self._adjusts_qos = not rabbitmq.is_amqp(get_settings().broker_url)
         # Bumped when the connection is lost: a batch from before it settles nothing.
@@ -75,8 +77,19 @@ class EventBatcher:
 
     def __call__(self, request: Request) -> None:
         if not self._batchable(request):
-            self._worker._process_task_sem(request)
+            if request.name not in EVENTS:
+                self._worker._process_task_sem(request)
+                return
+            # Another event (a notification between two adds) waits for a pool process like
+            # any task; let one more message in meanwhile, or the adds behind it could never
+            # gather. A few at most (a batch's worth), and only events: they are short.
+            self._headroom()
+            queued = not self._worker._quick_acquire(self._run_alone, request)
+            if queued and len(self._alone) < self._max_size:
+                self._alone.add(request.id)
+                self._allow(request)
             return
+        self._headroom()
         waiting = self._waiting.setdefault(request.name, [])
         waiting.append(request)
         if len(waiting) <= self._max_size:
@@ -91,6 +104,7 @@ class EventBatcher:
         """The connection is gone (Consumer.on_close): its messages will be delivered again."""
         self._waiting.clear()
         self._allowed.clear()
+        self._alone.clear()
         self._qos_seen = None
         self.generation += 1
 
@@ -111,19 +125,30 @@ class EventBatcher:
         if not self._adjusts_qos:
             return
         qos = self._consumer.qos
-        if qos is not self._qos_seen:
-            # A new connection's QoS, at the configured prefetch: one message more, so one can
-            # be waiting for a pool process (where batches start) while both are busy.
-            self._qos_seen = qos
-            qos.increment_eventually()
         qos.increment_eventually()
         self._allowed[request.id] = qos
 
+    def _headroom(self) -> None:
+        """One message more than the configured prefetch on each connection's QoS, so that
+        one can be waiting for a pool process (where a batch starts) while all are busy."""
+        if not self._adjusts_qos:
+            return
+        qos = self._consumer.qos
+        if qos is not self._qos_seen:
+            self._qos_seen = qos
+            qos.increment_eventually()
+
     def release(self, request: Request) -> None:
         """The request is settled, or handed to the ordinary path: it counts as usual."""
+        self._alone.discard(request.id)
         qos = self._allowed.pop(request.id, None)
         if qos is not None and qos is self._consumer.qos:
             qos.decrement_eventually()
+
+    def _run_alone(self, request: Request) -> None:
+        """Called holding one pool slot: running, it counts against the prefetch as usual."""
+        self.release(request)
+        self._worker._process_task(request)
 
     def on_its_own(self, request: Request) -> None:
         self.release(request)
