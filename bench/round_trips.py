@@ -85,6 +85,19 @@ WITH_LINKS = OptOutPolicy(
 )
 
 
+class SendNow:
+    """Sends an event's emails right after its commit, as tasks.emails does (to files)."""
+
+    def __init__(self, factory: SessionFactory, transport: FileTransport) -> None:
+        self.factory, self.transport = factory, transport
+
+    def ready(self) -> bool:
+        return True
+
+    def __call__(self, messages: list[Any]) -> None:
+        deliver_claimed(messages, self.factory, self.transport, "billing@example.com", 3)
+
+
 def apply(
     factory: SessionFactory,
     transport: FileTransport,
@@ -94,16 +107,10 @@ def apply(
 ) -> None:
     """One event as a pool process applies it, its emails sent right after its commit."""
 
-    class SendNow:
-        def ready(self) -> bool:
-            return True
-
-        def __call__(self, messages: list[Any]) -> None:
-            deliver_claimed(messages, factory, transport, "billing@example.com", 3)
-
     result = process_event(
         task, payload, session_factory=factory, publish=lambda *_a, **_k: None,
-        company_name="Example Hosting", deliver_now=SendNow(), opt_outs=opt_outs,
+        company_name="Example Hosting", deliver_now=SendNow(factory, transport),
+        opt_outs=opt_outs,
     )  # fmt: skip
     assert result.outcome.value == "applied", result
 
@@ -118,16 +125,10 @@ def apply_batch(
     """Events applied together, as tasks/batching.py has a pool process do with a backlog;
     any the batch leaves applied on their own after it."""
 
-    class SendNow:
-        def ready(self) -> bool:
-            return True
-
-        def __call__(self, messages: list[Any]) -> None:
-            deliver_claimed(messages, factory, transport, "billing@example.com", 3)
-
     results = process_batch(
         task, batch, session_factory=factory, publish=lambda *_a, **_k: None,
-        company_name="Example Hosting", deliver_now=SendNow(), opt_outs=opt_outs,
+        company_name="Example Hosting", deliver_now=SendNow(factory, transport),
+        opt_outs=opt_outs,
     )  # fmt: skip
     for payload, result in zip(batch, results, strict=True):
         if result is None:

@@ -19,6 +19,18 @@ from tasks.failures import retry_or_bury
 from tasks.policy import opt_out_policy
 
 
+def _what_events_use() -> dict[str, Any]:
+    """This process's database, broker, company, mail delivery and opt-out policy, as
+    services.dispatch and services.batch take them."""
+    return {
+        "session_factory": runtime.session_factory(),
+        "publish": runtime.publish,
+        "company_name": get_settings().company,
+        "deliver_now": deliver_after_commit,
+        "opt_outs": opt_out_policy(),
+    }
+
+
 def event_task(name: str) -> Task[..., str]:
     """Register the task `name`; its payload is validated by the contract of that name."""
 
@@ -34,15 +46,7 @@ def event_task(name: str) -> Task[..., str]:
             )
             return "rejected"
         try:
-            result = process_event(
-                name,
-                payload,
-                session_factory=runtime.session_factory(),
-                publish=runtime.publish,
-                company_name=get_settings().company,
-                deliver_now=deliver_after_commit,
-                opt_outs=opt_out_policy(),
-            )
+            result = process_event(name, payload, **_what_events_use())
         except Exception as exc:
             retry_or_bury(self, payload, exc)
         return result.outcome.value
@@ -53,15 +57,7 @@ def event_task(name: str) -> Task[..., str]:
 def apply_together(task_name: str, payloads: list[dict[str, Any]]) -> list[str | None]:
     """Apply events of one kind together (services/batch.py), with what their task would
     use; the outcome of each, or None for one its own task must apply."""
-    results = process_batch(
-        task_name,
-        payloads,
-        session_factory=runtime.session_factory(),
-        publish=runtime.publish,
-        company_name=get_settings().company,
-        deliver_now=deliver_after_commit,
-        opt_outs=opt_out_policy(),
-    )
+    results = process_batch(task_name, payloads, **_what_events_use())
     return [None if result is None else result.outcome.value for result in results]
 
 

@@ -83,6 +83,19 @@ def batcher(consumer: SimpleNamespace, size: int = 3) -> EventBatcher:
 
 
 # Any: EventBatcher is typed for Celery's Request, which these stand in for.
+def flushed(take: EventBatcher, worker: FakeWorker, batch: list[Any]) -> dict[str, Any]:
+    """Have a busy pool's waiting batch leave as one job; its callbacks. The job's slot and
+    the other process's are free again after (the job ended; the other one too)."""
+    worker.busy()
+    for request in batch:
+        take(request)
+    worker._quick_release()
+    [(_, _, job)] = worker.pool.jobs
+    worker._quick_release()
+    worker._quick_release()
+    return job
+
+
 def adds(count: int, start: int = 0) -> list[Any]:
     return [FakeRequest("clients.add", n) for n in range(start, start + count)]
 
@@ -123,15 +136,9 @@ def test_events_waiting_for_a_busy_pool_leave_together_when_a_process_frees(
 def test_each_request_of_a_batch_is_settled_by_its_outcome(
     worker: FakeWorker, consumer: SimpleNamespace
 ) -> None:
-    take = batcher(consumer, size=3)
-    worker.busy()
     batch = adds(3)
-    for request in batch:
-        take(request)
-    worker._quick_release()
-    [(_, _, job)] = worker.pool.jobs
+    job = flushed(batcher(consumer, size=3), worker, batch)
     job["accept_callback"](4242, 0.0)
-    worker._quick_release()  # the job is done: its slot is free again
 
     job["callback"](["applied", None, "applied"])
 
@@ -147,14 +154,7 @@ def test_each_request_of_a_batch_is_settled_by_its_outcome(
 def test_a_batch_whose_process_died_has_every_event_run_on_its_own(
     worker: FakeWorker, consumer: SimpleNamespace
 ) -> None:
-    take = batcher(consumer, size=2)
-    worker.busy()
-    for request in adds(2):
-        take(request)
-    worker._quick_release()
-    [(_, _, job)] = worker.pool.jobs
-    worker._quick_release()
-    worker._quick_release()
+    job = flushed(batcher(consumer, size=2), worker, adds(2))
 
     job["error_callback"](SimpleNamespace(exception="WorkerLostError"))
     job["callback"](["applied"] * 2)  # a late result changes nothing: settled once
@@ -165,14 +165,7 @@ def test_a_batch_whose_process_died_has_every_event_run_on_its_own(
 def test_a_batch_past_its_hard_time_limit_has_every_event_run_on_its_own(
     worker: FakeWorker, consumer: SimpleNamespace
 ) -> None:
-    take = batcher(consumer, size=2)
-    worker.busy()
-    for request in adds(2):
-        take(request)
-    worker._quick_release()
-    [(_, _, job)] = worker.pool.jobs
-    worker._quick_release()
-    worker._quick_release()
+    job = flushed(batcher(consumer, size=2), worker, adds(2))
 
     job["timeout_callback"](True, 60)  # the soft limit: nothing yet
     assert worker.ran == []
@@ -184,12 +177,8 @@ def test_a_batch_from_before_a_lost_connection_settles_nothing(
     worker: FakeWorker, consumer: SimpleNamespace
 ) -> None:
     take = batcher(consumer, size=2)
-    worker.busy()
     batch = adds(2)
-    for request in batch:
-        take(request)
-    worker._quick_release()
-    [(_, _, job)] = worker.pool.jobs
+    job = flushed(take, worker, batch)
 
     take.forget()  # Consumer.on_close: the broker delivers these messages again
     job["callback"](["applied", None])
