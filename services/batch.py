@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from models.company import CompanyLike
@@ -102,16 +102,27 @@ def process_batch(
         )
     except _BATCH_ERRORS as exc:
         log.info(
-            "%d %s events not applied together (%s: %s); each is applied on its own",
+            "%d %s events not applied together (%s); each is applied on its own",
             len(candidates),
             task_name,
-            type(exc).__name__,
-            str(exc).partition("\n")[0],
+            _why(exc),
         )
         return results
     for index, result in applied.items():
         results[index] = result
     return results
+
+
+def _why(exc: Exception) -> str:
+    """One line: a constraint met is another worker's concurrent change (as services.dispatch
+    logs it: the driver's first line, not its DETAIL, which quotes the row's values)."""
+    if isinstance(exc, IntegrityError):
+        return f"a concurrent change: {_first_line(str(exc.orig))}"
+    return f"{type(exc).__name__}: {_first_line(str(exc))}"
+
+
+def _first_line(text: str) -> str:
+    return text.partition("\n")[0]
 
 
 def _candidates(task_name: str, payloads: Sequence[dict[str, Any]]) -> list[_Candidate]:

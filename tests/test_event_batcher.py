@@ -127,10 +127,16 @@ def test_events_waiting_for_a_busy_pool_leave_together_when_a_process_frees(
 
     [(target, args, options)] = worker.pool.jobs
     assert target is run_together
-    assert args == ("clients.add", [{"number": 0}, {"number": 1}, {"number": 2}])
+    assert args == (
+        "clients.add",
+        [(f"clients.add-{n}", {"number": n}) for n in range(3)],
+    )
     assert (options["soft_timeout"], options["timeout"]) == (60, 300)
     worker._quick_release()  # another one: the two left go together too
-    assert worker.pool.jobs[1][1] == ("clients.add", [{"number": 3}, {"number": 4}])
+    assert worker.pool.jobs[1][1] == (
+        "clients.add",
+        [("clients.add-3", {"number": 3}), ("clients.add-4", {"number": 4})],
+    )
 
 
 def test_each_request_of_a_batch_is_settled_by_its_outcome(

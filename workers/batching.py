@@ -23,6 +23,7 @@ import logging
 import time
 from typing import Any
 
+from celery.app import trace
 from celery.worker.request import Request
 
 from models.contracts import EVENTS
@@ -38,22 +39,32 @@ log = logging.getLogger(__name__)
 BATCHED_TASKS = frozenset(name for name, model in EVENTS.items() if model in TOGETHER)
 
 
-def run_together(task_name: str, payloads: list[dict[str, Any]]) -> list[str | None]:
-    """In the pool process: apply the batch; what is not applied is left to its own task."""
+def run_together(task_name: str, items: list[tuple[str, dict[str, Any]]]) -> list[str | None]:
+    """In the pool process: apply the batch (task id, payload each); what is not applied is
+    left to its own task."""
     started = time.monotonic()
     try:
-        outcomes = apply_together(task_name, payloads)
+        outcomes = apply_together(task_name, [payload for _, payload in items])
     except Exception:
         # Whatever it was, each event's own task run will meet it again and deal with it.
         log.exception(
-            "a batch of %d %s events failed; each is run on its own", len(payloads), task_name
+            "a batch of %d %s events failed; each is run on its own", len(items), task_name
         )
-        return [None] * len(payloads)
+        return [None] * len(items)
     applied = sum(outcome is not None for outcome in outcomes)
-    if applied:
-        log.info("%d of %d %s events applied together", applied, len(payloads), task_name)
-    for _ in range(applied):
-        count_outcome(task_name, "succeeded", (time.monotonic() - started) / applied)
+    if not applied:
+        return outcomes
+    log.info("%d of %d %s events applied together", applied, len(items), task_name)
+    each = (time.monotonic() - started) / applied
+    for (task_id, payload), outcome in zip(items, outcomes, strict=True):
+        if outcome is None:
+            continue
+        count_outcome(task_name, "succeeded", each)
+        # The line Celery logs for a task run, so a task id is found in the log as ever.
+        trace.info(trace.LOG_SUCCESS, {
+            "id": task_id, "name": task_name, "return_value": repr(outcome), "runtime": each,
+            "args": "()", "kwargs": repr(payload),
+        })  # fmt: skip
     return outcomes
 
 
@@ -178,7 +189,7 @@ class EventBatcher:
         task = live[0].task
         self._worker.pool.apply_async(
             run_together,
-            args=(task_name, [request.kwargs for request in live]),
+            args=(task_name, [(request.id, request.kwargs) for request in live]),
             accept_callback=settle.accepted,
             timeout_callback=settle.timed_out,
             callback=settle.done,
