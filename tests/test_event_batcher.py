@@ -4,6 +4,7 @@ request whichever way its batch ends. tests/test_batching.py drives it in a real
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -11,7 +12,8 @@ import pytest
 from kombu.asynchronous.semaphore import LaxBoundedSemaphore
 from kombu.common import QoS
 
-from workers.batching import EventBatcher, run_together
+from models.settings import get_settings
+from workers.batching import EventBatcher, install, run_together
 
 PREFETCH = 2
 
@@ -230,3 +232,37 @@ def test_revoked_events_are_dropped_from_a_batch(
     # One left: it runs on its own, in the slot the batch was given.
     assert worker.ran == ["clients.add-2"]
     assert worker.pool.jobs == []
+
+
+@pytest.fixture
+def batch_size(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int], None]]:
+    def set_size(size: int) -> None:
+        monkeypatch.setenv("CLIENTFLOW_EVENT_BATCH_SIZE", str(size))
+        get_settings.cache_clear()
+
+    yield set_size
+    get_settings.cache_clear()  # the next reader sees the environment as it was
+
+
+def test_install_stands_in_front_of_the_prefork_pools_semaphore(
+    worker: FakeWorker, batch_size: Callable[[int], None]
+) -> None:
+    batch_size(64)
+    consumer = SimpleNamespace(controller=worker, on_task_request=worker._process_task_sem)
+    batcher_installed = install(consumer)
+    assert isinstance(batcher_installed, EventBatcher)
+    assert consumer.on_task_request is batcher_installed
+
+
+def test_install_changes_nothing_without_the_semaphore_or_with_a_size_of_one(
+    worker: FakeWorker, batch_size: Callable[[int], None]
+) -> None:
+    batch_size(64)
+    # Pools without the semaphore (threads, solo) take tasks straight to _process_task.
+    unguarded = SimpleNamespace(controller=worker, on_task_request=worker._process_task)
+    assert install(unguarded) is None
+    assert unguarded.on_task_request == worker._process_task
+    batch_size(1)
+    guarded = SimpleNamespace(controller=worker, on_task_request=worker._process_task_sem)
+    assert install(guarded) is None
+    assert guarded.on_task_request == worker._process_task_sem
