@@ -143,21 +143,15 @@ class Drain:
     finished: float = 0.0
     partial: bool = False
     memory: dict[str, list[Memory]] = field(default_factory=dict)  # "10%", "100%"
-    # The worker's CPU seconds (all its processes) at the first progress and at the end: a
-    # figure other load on the machine disturbs much less than the rate.
-    cpu_first: float | None = None
-    cpu_finished: float | None = None
-    # The same span's CPU of each part: the worker, PostgreSQL's backends, Redis, the sink and
-    # the machine as a whole (bench/cpu.py), which is what says what bounds the rate.
+    # CPU from the first progress to the end, of each part: the worker (all its processes;
+    # a figure other load on the machine disturbs much less than the rate), PostgreSQL's
+    # backends, Redis, the sink and the machine as a whole (bench/cpu.py), which is what
+    # says what bounds the rate.
     split: CpuSplit | None = None
 
     @property
-    def cpu_ms_per_item(self) -> float | None:
-        if self.cpu_first is None or self.cpu_finished is None:
-            return None
-        if self.done <= self.first_count:
-            return None
-        return 1000 * (self.cpu_finished - self.cpu_first) / (self.done - self.first_count)
+    def cpu_ms_per_item(self) -> dict[str, float]:
+        return {} if self.split is None else self.split.ms_per_item(self.done)
 
     @property
     def seconds(self) -> float:
@@ -176,6 +170,7 @@ class Drain:
         return self.done / max(self.finished - self.started, 1e-9)
 
     def as_json(self) -> dict[str, Any]:
+        cpu = self.cpu_ms_per_item
         return {
             "items": self.total,
             "items_done": self.done,
@@ -185,12 +180,8 @@ class Drain:
             "seconds_with_startup": round(self.finished - self.started, 3),
             "rate_with_startup_per_s": round(self.wall_rate, 2),
             "count_at_first_progress": self.first_count,
-            "worker_cpu_ms_per_item": (
-                None if self.cpu_ms_per_item is None else round(self.cpu_ms_per_item, 2)
-            ),
-            "cpu_ms_per_item": (
-                {} if self.split is None else self.split.ms_per_item(self.done)
-            ),
+            "worker_cpu_ms_per_item": round(cpu["worker"], 2) if "worker" in cpu else None,
+            "cpu_ms_per_item": cpu,
             "memory_mib": {when: [asdict(m) for m in found] for when, found in self.memory.items()},
         }
 
@@ -247,8 +238,6 @@ class Runner:
             now = time.perf_counter()
             if count > 0 and not timing.first:
                 timing.first, timing.first_count = now, count
-                if pid is not None:
-                    timing.cpu_first = cpu_seconds(pid)
                 if timing.split is not None:
                     timing.split.mark_first(count)
             if pid is not None and "10%" not in timing.memory and count >= total / 10:
@@ -278,7 +267,6 @@ class Runner:
             time.sleep(POLL)
         if pid is not None:
             timing.memory["100%"] = memory(pid)
-            timing.cpu_finished = cpu_seconds(pid)
         if timing.split is not None:
             timing.split.mark_last()
         if timing.partial:  # finished as far as it got: the spinner and the clock stop

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from models.company import CompanyLike
-from models.contracts import AddClient, Event
+from models.contracts import EVENTS, AddClient, Event
 from services.clients import add_clients, check_new_client, taken_clients
 from services.context import HandlerContext
 from services.db import SessionFactory, UnitOfWork
@@ -32,6 +32,7 @@ from services.dispatch import (
     Outcome,
     Result,
     commit_with_effects,
+    constraint_met,
     parse_event,
     payload_digest,
 )
@@ -52,7 +53,8 @@ class Together:
     check: Callable[[HandlerContext, Any], None]
     # Why some cannot be applied, by event id, asked in one query.
     refusals: Callable[[Session, Sequence[Any]], dict[str, str]]
-    # Applies them all, checked and claimed, in the session of their contexts.
+    # Applies them all, checked (by check and refusals) and claimed, in the session of their
+    # contexts.
     apply: Callable[[Sequence[tuple[HandlerContext, Any]]], None]
     # What no two events of one batch may share: the second would depend on the first.
     keys: Callable[[Any], tuple[str, ...]]
@@ -93,13 +95,18 @@ def process_batch(
     """The result of each payload applied here, in order; None for one the caller must apply
     on its own (services.dispatch.process_event, through its task), after this returns."""
     results: list[Result | None] = [None] * len(payloads)
-    candidates = _candidates(task_name, payloads)
+    model = EVENTS.get(task_name)
+    together = TOGETHER.get(model) if model is not None else None
+    if together is None:
+        return results
+    candidates = _candidates(task_name, together, payloads)
     if len(candidates) < 2:
         return results
     try:
         applied = _apply_together(
-            task_name, candidates, session_factory, publish, company_name, deliver_now, opt_outs
-        )
+            task_name, together, candidates, session_factory, publish, company_name,
+            deliver_now, opt_outs,
+        )  # fmt: skip
     except _BATCH_ERRORS as exc:
         log.info(
             "%d %s events not applied together (%s); each is applied on its own",
@@ -114,29 +121,25 @@ def process_batch(
 
 
 def _why(exc: Exception) -> str:
-    """One line: a constraint met is another worker's concurrent change (as services.dispatch
-    logs it: the driver's first line, not its DETAIL, which quotes the row's values)."""
+    """One line: a constraint met is another worker's concurrent change, as services.dispatch
+    logs it."""
     if isinstance(exc, IntegrityError):
-        return f"a concurrent change: {_first_line(str(exc.orig))}"
-    return f"{type(exc).__name__}: {_first_line(str(exc))}"
+        return f"a concurrent change: {constraint_met(exc)}"
+    first_line = str(exc).partition("\n")[0]
+    return f"{type(exc).__name__}: {first_line}"
 
 
-def _first_line(text: str) -> str:
-    return text.partition("\n")[0]
-
-
-def _candidates(task_name: str, payloads: Sequence[dict[str, Any]]) -> list[_Candidate]:
-    """The payloads that are valid events of a kind applied together, none sharing a key
-    with an earlier one (that one goes on its own, after: as it would have, in order)."""
+def _candidates(
+    task_name: str, together: Together, payloads: Sequence[dict[str, Any]]
+) -> list[_Candidate]:
+    """The payloads that are valid events, none sharing a key with an earlier one (that one
+    goes on its own, after: as it would have, in order)."""
     found: list[_Candidate] = []
     taken: set[str] = set()
     for index, payload in enumerate(payloads):
         try:
             event = parse_event(task_name, payload)
         except Rejected:
-            continue
-        together = TOGETHER.get(type(event))
-        if together is None:
             continue
         keys = {f"event:{event.event_id}", *together.keys(event)}
         if keys & taken:
@@ -148,6 +151,7 @@ def _candidates(task_name: str, payloads: Sequence[dict[str, Any]]) -> list[_Can
 
 def _apply_together(
     task_name: str,
+    together: Together,
     candidates: list[_Candidate],
     session_factory: SessionFactory,
     publish: Publish,
@@ -162,17 +166,12 @@ def _apply_together(
             emails = EmailQueue(session, candidate.event.event_id, company_name, opt_outs)
             ctx = HandlerContext(task_name, session, emails)
             try:
-                TOGETHER[type(candidate.event)].check(ctx, candidate.event)
+                together.check(ctx, candidate.event)
             except Rejected:
                 continue  # refused on its own, with its reason recorded there
             checked.append((candidate, ctx))
-        by_kind: dict[type[Event], list[tuple[_Candidate, HandlerContext]]] = {}
-        for candidate, ctx in checked:
-            by_kind.setdefault(type(candidate.event), []).append((candidate, ctx))
-        chosen: list[tuple[_Candidate, HandlerContext]] = []
-        for kind, group in by_kind.items():
-            refused = TOGETHER[kind].refusals(session, [c.event for c, _ in group])
-            chosen += [(c, ctx) for c, ctx in group if c.event.event_id not in refused]
+        refused = together.refusals(session, [c.event for c, _ in checked])
+        chosen = [(c, ctx) for c, ctx in checked if c.event.event_id not in refused]
         # Claimed last, and only those that will be applied: an event left out must find
         # no inbox row of this batch when it is applied on its own.
         claimed = claim_events(
@@ -181,7 +180,6 @@ def _apply_together(
         chosen = [(c, ctx) for c, ctx in chosen if c.event.event_id in claimed]
         if not chosen:
             return {}
-        for kind in by_kind:
-            TOGETHER[kind].apply([(ctx, c.event) for c, ctx in chosen if type(c.event) is kind])
+        together.apply([(ctx, c.event) for c, ctx in chosen])
         commit_with_effects(uow, [ctx for _, ctx in chosen], session_factory, publish, deliver_now)
     return {c.index: Result(Outcome.APPLIED, email_ids=ctx.emails.ids) for c, ctx in chosen}

@@ -71,19 +71,21 @@ def check_new_client(ctx: HandlerContext, event: AddClient) -> None:
 
 def add_client(ctx: HandlerContext, event: AddClient) -> None:
     check_new_client(ctx, event)
+    refusals = taken_clients(ctx.session, [event])
+    if refusals:
+        raise Conflict(refusals[event.event_id])
     add_clients([(ctx, event)])
 
 
 def add_clients(adds: Sequence[tuple[HandlerContext, AddClient]]) -> None:
-    """Add checked clients (check_new_client) in one session, each with its audit row, the
-    events that waited for it and its welcome email: a few statements for all of them, not a
-    few for each (services/batch.py adds many at once; add_client, one)."""
+    """Add checked clients (check_new_client, and taken_clients refused none) in one session,
+    each with its audit row, the events that waited for it and its welcome email: a few
+    statements for all of them, not a few for each (services/batch.py adds many at once;
+    add_client, one). A client added meanwhile by another worker fails the flush on a
+    unique constraint."""
     if not adds:
         return
     session = adds[0][0].session
-    refusals = taken_clients(session, [event for _, event in adds])
-    if refusals:
-        raise Conflict(next(iter(refusals.values())))
     added = []
     for ctx, event in adds:
         fields = event.model_dump(exclude=_ENVELOPE)

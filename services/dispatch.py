@@ -198,7 +198,7 @@ def _apply(
             log.info(
                 "event %s met a concurrent change (%s); applying it again",
                 event.event_id,
-                str(exc.orig).partition("\n")[0],
+                constraint_met(exc),
             )
             return _apply_once(*args, skip_logged_emails=True)
     except IntegrityError as exc:
@@ -206,6 +206,12 @@ def _apply(
     except DataError as exc:
         # Valid by the contract, yet the database refuses a value: retrying cannot help.
         raise Rejected(f"cannot be stored: {exc.orig}") from exc
+
+
+def constraint_met(exc: IntegrityError) -> str:
+    """The driver's first line (which constraint), not its DETAIL line, which quotes the
+    row's values (addresses)."""
+    return str(exc.orig).partition("\n")[0]
 
 
 def _apply_once(

@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from models.base import table_of, utcnow
@@ -40,11 +40,7 @@ def lock_keys(session: Session, keys: Sequence[str]) -> None:
         return
     # On the connection, not the session: no autoflush of the handler's pending rows first
     # (they are flushed with the rest at the commit, and the lock does not need them
-    # written: it is held until that commit).
-    if len(keys) == 1:
-        session.connection().execute(select(func.pg_advisory_xact_lock(func.hashtext(keys[0]))))
-        return
-    # unnest yields the array's elements in order.
+    # written: it is held until that commit). unnest yields the array's elements in order.
     session.connection().execute(_LOCK_EACH, {"keys": sorted(set(keys))})
 
 

@@ -122,8 +122,7 @@ class EventBatcher:
     def _batchable(self, request: Request) -> bool:
         # A retry keeps its own path: its countdown and its attempt count are its task's.
         return (
-            self._max_size > 1
-            and request.name in BATCHED_TASKS
+            request.name in BATCHED_TASKS
             and not request.request_dict.get("retries")
             and not request.args
         )
