@@ -11,6 +11,7 @@ services.dispatch logs it).
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +25,7 @@ from models import DeadLetter, EmailMessage, ProcessedEvent, RejectedEvent
 from models.emails import EmailStatus
 
 SETTLE_TIMEOUT = 180.0
+QUORUM_TICK_SECONDS = 5.5
 
 # Celery's worker log format: "[2026-03-01 12:00:00,123: INFO/ForkPoolWorker-1] message".
 _STAMP = r"^\[(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): \w+/[\w-]+\] "
@@ -164,6 +166,11 @@ class Crew:
         try:
             wait_until(settled, state, timeout=timeout, interval=0.2)
             wait_until(settled, state, timeout=timeout, interval=0.2)  # twice: see wait_idle
+            if broker.vhost is not None:
+                # rabbitmqctl reports a quorum queue's counts as of its last tick (every 5 s):
+                # idle must still hold after one, or the last messages were not counted yet.
+                time.sleep(QUORUM_TICK_SECONDS)
+                wait_until(settled, state, timeout=timeout, interval=0.2)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.log_tails()}") from None
 
