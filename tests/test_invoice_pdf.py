@@ -15,6 +15,7 @@ from conftest import Apply, Publisher
 from invoice_helpers import run
 from pypdf import PdfReader
 from smtp_sink import SmtpSink
+from sqlalchemy import event
 
 from models.billing import Invoice
 from models.settings import get_settings
@@ -256,6 +257,36 @@ def test_each_invoice_pdf_is_written_once_per_delivery_batch(
     assert writes.call_count == 1
     pdfs = {pdf for message in received for _, pdf in _pdfs(message)}
     assert len(pdfs) == 1  # the same file for the holder and both contacts
+
+
+def test_the_invoices_a_batch_attaches_are_read_in_one_query(
+    invoiced: None,
+    apply: Apply,
+    publisher: Publisher,
+    session_factory: SessionFactory,
+    smtp: SmtpSink,
+) -> None:
+    for invoice_id in ("I2", "I3", "I4"):
+        apply("invoices.upsert", payloads.invoice(invoice_id))
+    run(session_factory, publisher, "2026-03-01")
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    bind = session_factory.kw["bind"]
+    event.listen(bind, "before_cursor_execute", seen)
+    try:
+        _deliver(publisher, session_factory, smtp)
+    finally:
+        event.remove(bind, "before_cursor_execute", seen)
+
+    received = _received(smtp, 4)
+    assert len(received) == 1  # four Invoice Created emails, one template
+    invoices_read = [s for s in statements if s.startswith("SELECT") and "FROM invoices" in s]
+    clients_read = [s for s in statements if s.startswith("SELECT") and "FROM clients" in s]
+    assert len(invoices_read) == 1, invoices_read
+    assert len(clients_read) == 1, clients_read
 
 
 def test_file_names_keep_only_safe_characters() -> None:

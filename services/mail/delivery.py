@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from models.base import table_of, utcnow
 from models.emails import EmailMessage, EmailStatus
 from services.db import SessionFactory, done, statement_at_a_time
-from services.mail.attachments import MadeThisBatch, attachments_for
+from services.mail.attachments import InvoiceAttachments
 from services.mail.compose import compose
 from services.mail.transports import MailTransport
 
@@ -149,17 +149,18 @@ def _send(
     report: DeliveryReport,
 ) -> None:
     """Send the claimed messages, then claim and send the pending ids, over one connection."""
-    made: MadeThisBatch = {}
+    attachments = InvoiceAttachments(session)
     try:
         with transport.connect() as connection:
+            attachments.load(claimed)
             while claimed:
                 message = claimed.pop(0)
                 # Before the critical section: writing a PDF is no reason to hold off a
                 # termination, and a message interrupted here was not sent.
-                attachments = attachments_for(session, message, made)
+                files = attachments.for_message(message)
                 with critical():
                     try:
-                        connection.send(compose(message, *sender, attachments))
+                        connection.send(compose(message, *sender, files))
                     except (smtplib.SMTPException, OSError, *COMPOSE_ERRORS) as exc:
                         # One message's failure; the rest of the batch still goes out
                         # unless the connection itself is gone.
@@ -170,6 +171,7 @@ def _send(
                     _record_sent(session, message, report)
                 if not claimed:
                     claimed, pending = _claim_next(session, pending)
+                    attachments.load(claimed)
     except (smtplib.SMTPException, OSError) as exc:
         # Could not connect, or the connection dropped: what is left was not attempted,
         # but it counts as an attempt so a server that never returns ends in `failed`.

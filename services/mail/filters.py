@@ -58,10 +58,17 @@ def money(context: jinja2.runtime.Context, value: Any, currency: str) -> str:
     return format_money_in(as_amount(value), str(currency), locale_of(context))
 
 
+@lru_cache(maxsize=1024)
+def date_in(value: dt.date, format: str, locale: Locale) -> str:
+    """Cached like format_money_in: a run's invoices share a few dates, each written in every
+    part of every email."""
+    return format_date(value, format, locale=locale)
+
+
 @jinja2.pass_context
 def date(context: jinja2.runtime.Context, value: Any, format: str = "long") -> str:
     """{{ invoice.due_date|date }}: "March 15, 2026", "15 mars 2026"; or |date("short")."""
-    return format_date(as_date(value), format, locale=locale_of(context))
+    return date_in(as_date(value), format, locale_of(context))
 
 
 FILTERS = {"money": money, "date": date}
