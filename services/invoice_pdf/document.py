@@ -94,18 +94,47 @@ def _line(
     pdf.set_font(writer.face.family, style, size)
     text = printable(text)
     if _fits(pdf, text, pdf.epw):
-        # Fits on one line, as nearly every line does: a plain cell. multi_cell would find
-        # that out by measuring the text again at every character (fpdf2's line breaking):
-        # a third of the document's CPU when every line went through it.
-        pdf.cell(
-            0, LINE_HEIGHT, text, align=Align.coerce(align),
-            new_x=XPos.LMARGIN, new_y=YPos.NEXT,
-        )  # fmt: skip
+        # Fits on one line, as nearly every line does. multi_cell would find that out by
+        # measuring the text again at every character (fpdf2's line breaking).
+        _room(pdf, LINE_HEIGHT)
+        _one_line(pdf, pdf.epw, LINE_HEIGHT, text, align)
+        _next_line(pdf, LINE_HEIGHT)
         return
     # A long company name or address line wraps instead of running off the page.
     pdf.multi_cell(
         0, LINE_HEIGHT, text, align=Align.coerce(align), new_x=XPos.LMARGIN, new_y=YPos.NEXT,
     )  # fmt: skip
+
+
+def _one_line(
+    pdf: FPDF, width: float, height: float, text: str, align: str = "L", border: bool = False
+) -> None:
+    """What pdf.cell draws for text that fits on one line, with pdf.text: the text inside
+    the cell's padding on the left or the right, on the baseline fpdf2 gives a cell (half
+    the height down, plus 0.3 of the font size), and the cell's border; then the position
+    moves to the cell's right edge, as cell's default does. A quarter of cell's CPU: cell
+    lays out styled fragments, links and alignment for every line, and a document has
+    thirty of them (bench/invoice_pdf.py).
+    """
+    x, y = pdf.get_x(), pdf.get_y()
+    if border:
+        pdf.rect(x, y, width, height)
+    if align == "R":
+        left = x + width - pdf.c_margin - pdf.get_string_width(text)
+    else:
+        left = x + pdf.c_margin
+    pdf.text(left, y + 0.5 * height + 0.3 * pdf.font_size, text)
+    pdf.set_xy(x + width, y)
+
+
+def _room(pdf: FPDF, height: float) -> None:
+    """A new page when `height` more would run into the bottom margin (cell's own rule)."""
+    if pdf.will_page_break(height):
+        pdf.add_page()
+
+
+def _next_line(pdf: FPDF, height: float) -> None:
+    pdf.set_xy(pdf.l_margin, pdf.get_y() + height)
 
 
 def _heading(pdf: FPDF, company: Company, context: dict[str, Any], writer: _Writer) -> None:
@@ -179,16 +208,14 @@ def _item_row(
     description, amount = texts
     pdf.set_font(writer.face.family, style, 10)
     if lines == 1:
-        pdf.cell(widths[0], LINE_HEIGHT, description, border=1, align=Align.L)
+        _one_line(pdf, widths[0], LINE_HEIGHT, description, "L", border=True)
     else:
         pdf.multi_cell(
             widths[0], LINE_HEIGHT, description, border=1, align=Align.L,
             new_x=XPos.RIGHT, new_y=YPos.TOP,
         )  # fmt: skip
-    pdf.cell(
-        widths[1], lines * LINE_HEIGHT, amount, border=1, align=Align.R,
-        new_x=XPos.LMARGIN, new_y=YPos.NEXT,
-    )  # fmt: skip
+    _one_line(pdf, widths[1], lines * LINE_HEIGHT, amount, "R", border=True)
+    _next_line(pdf, lines * LINE_HEIGHT)
 
 
 def _totals(pdf: FPDF, context: dict[str, Any], writer: _Writer) -> None:
@@ -202,8 +229,7 @@ def _totals(pdf: FPDF, context: dict[str, Any], writer: _Writer) -> None:
     ):
         style: Style = "B" if key in ("total", "balance") else ""
         pdf.set_font(writer.face.family, style, 10)
-        pdf.cell(label_width, LINE_HEIGHT, label, align=Align.R)
-        pdf.cell(
-            AMOUNT_WIDTH, LINE_HEIGHT, printable(writer.money(context[key])), align=Align.R,
-            new_x=XPos.LMARGIN, new_y=YPos.NEXT,
-        )  # fmt: skip
+        _room(pdf, LINE_HEIGHT)
+        _one_line(pdf, label_width, LINE_HEIGHT, label, "R")
+        _one_line(pdf, AMOUNT_WIDTH, LINE_HEIGHT, printable(writer.money(context[key])), "R")
+        _next_line(pdf, LINE_HEIGHT)

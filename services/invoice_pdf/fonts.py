@@ -8,7 +8,7 @@ Two typefaces, tried in this order (services.invoice_pdf.document.invoice_pdf):
 - DejaVu Sans and its bold, vendored here, for an invoice with a character outside
   Windows-1252 ("Łukasz", a Greek or Cyrillic name). fpdf2 embeds the glyphs a document uses,
   and cutting that subset out of the font is most of the cost: ~35 ms of CPU a document, against
-  ~1.7 for the core fonts (bench/invoice_pdf.py). Subset to Latin, Latin Extended, Greek,
+  1 to 2 for the core fonts (bench/invoice_pdf.py). Subset to Latin, Latin Extended, Greek,
   Cyrillic, punctuation and currency signs (200 KB for both; fonts/LICENSE), since a system font
   (DejaVu under /usr/share/fonts) is not on every machine or image.
 
