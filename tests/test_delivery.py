@@ -206,11 +206,11 @@ def test_a_claimed_message_is_not_sent_by_a_second_delivery(
                 outer = self
 
                 class Competing:
-                    def send(self, message: Any) -> None:
+                    def send(self, message: Any, *envelope: Any) -> None:
                         if not outer.ran:
                             outer.ran = True
                             _deliver(publisher, session_factory, smtp)
-                        connection.send(message)
+                        connection.send(message, *envelope)
 
                 yield Competing()
 
@@ -258,10 +258,10 @@ def test_a_connection_dropped_mid_chunk_leaves_nothing_in_sending(
         def __init__(self, connection: Any) -> None:
             self.connection, self.sent = connection, 0
 
-        def send(self, message: Any) -> None:
+        def send(self, message: Any, *envelope: Any) -> None:
             if self.sent == 3:
                 raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
-            self.connection.send(message)
+            self.connection.send(message, *envelope)
             self.sent += 1
 
     report = deliver_messages(publisher.message_ids, session_factory, DropsAfterThree(), FROM, 3)

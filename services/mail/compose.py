@@ -117,6 +117,18 @@ def message_id(message: EmailMessage, mail_from: str) -> str:
 
 
 @lru_cache(maxsize=64)
+def envelope_sender(mail_from: str) -> str:
+    """The address of the From header ("Billing <billing@host>" -> "billing@host"): the SMTP
+    envelope's sender, to which bounces go."""
+    return parseaddr(mail_from)[1]
+
+
+def envelope_recipient(message: EmailMessage) -> str:
+    """The To header's address, in the ASCII form the SMTP encoder takes (see compose)."""
+    return sendable_address(message.to_address)
+
+
+@lru_cache(maxsize=64)
 def _id_domain(mail_from: str) -> str:
     domain = parseaddr(mail_from)[1].rpartition("@")[2]
     return domain if domain.isascii() and domain else "clientflow.invalid"

@@ -17,7 +17,7 @@ from models.base import table_of, utcnow
 from models.emails import EmailMessage, EmailStatus
 from services.db import SessionFactory, done, statement_at_a_time
 from services.mail.attachments import InvoiceAttachments
-from services.mail.compose import compose
+from services.mail.compose import compose, envelope_recipient, envelope_sender
 from services.mail.transports import MailTransport
 
 RECORD_SENT_ATTEMPTS = 5
@@ -160,7 +160,11 @@ def _send(
                 files = attachments.for_message(message)
                 with critical():
                     try:
-                        connection.send(compose(message, *sender, files))
+                        connection.send(
+                            compose(message, *sender, files),
+                            envelope_sender(sender[0]),
+                            [envelope_recipient(message)],
+                        )
                     except (smtplib.SMTPException, OSError, *COMPOSE_ERRORS) as exc:
                         # One message's failure; the rest of the batch still goes out
                         # unless the connection itself is gone.

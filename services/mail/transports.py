@@ -8,17 +8,18 @@ import smtplib
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from email.message import Message as MimeMessage
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 
 class MailConnection(Protocol):
-    def send(self, message: MimeMessage) -> None: ...
+    # The envelope is given, not read back from the To and From headers: parsing them was a
+    # few percent of delivering an email, and the caller has both addresses at hand.
+    def send(self, message: MimeMessage, sender: str, recipients: Sequence[str]) -> None: ...
 
 
 class MailTransport(Protocol):
@@ -31,9 +32,9 @@ class SmtpConnection:
         # The server hung up or said it is closing (421): not a connection to keep.
         self.broken = False
 
-    def send(self, message: MimeMessage) -> None:
+    def send(self, message: MimeMessage, sender: str, recipients: Sequence[str]) -> None:
         try:
-            self._smtp.send_message(message)
+            self._smtp.send_message(message, sender, list(recipients))
         except (smtplib.SMTPServerDisconnected, OSError):
             self.broken = True
             raise
@@ -156,8 +157,8 @@ class FileConnection:
     def __init__(self, folder: Path) -> None:
         self._folder = folder
 
-    def send(self, message: MimeMessage) -> None:
-        address = parseaddr(str(message["To"]))[1]
+    def send(self, message: MimeMessage, sender: str, recipients: Sequence[str]) -> None:
+        address = recipients[0] if recipients else ""
         key = str(message["X-Clientflow-Idempotency-Key"])[:10]
         name = _UNSAFE.sub("_", f"{message['X-Clientflow-Template']}__{address}__{key}.eml")
         target = self._folder / name
