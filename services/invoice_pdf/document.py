@@ -15,7 +15,6 @@ from decimal import Decimal
 from typing import Any
 
 from babel import Locale
-from babel.dates import format_date
 from fpdf import FPDF
 from fpdf.enums import Align, XPos, YPos
 from fpdf.errors import FPDFUnicodeEncodingException
@@ -23,6 +22,7 @@ from fpdf.errors import FPDFUnicodeEncodingException
 from models.billing import Invoice
 from services.invoice_mail import invoice_context, invoiced_to
 from services.invoice_pdf.fonts import CORE, EMBEDDED, Style, Typeface, printable
+from services.mail.filters import date_in
 from services.mail.languages import ENGLISH, locale_for
 from services.money import format_money_in
 
@@ -54,7 +54,7 @@ class _Writer:
         return format_money_in(Decimal(amount), self.currency, self.locale)
 
     def date(self, iso: str) -> str:
-        return format_date(dt.date.fromisoformat(iso), "long", locale=self.locale)
+        return date_in(dt.date.fromisoformat(iso), "long", self.locale)
 
 
 def invoice_pdf(invoice: Invoice, company: Company) -> bytes:

@@ -130,7 +130,7 @@ def envelope_recipient(message: EmailMessage) -> str:
 
 @lru_cache(maxsize=64)
 def _id_domain(mail_from: str) -> str:
-    domain = parseaddr(mail_from)[1].rpartition("@")[2]
+    domain = envelope_sender(mail_from).rpartition("@")[2]
     return domain if domain.isascii() and domain else "clientflow.invalid"
 
 

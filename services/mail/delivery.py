@@ -150,6 +150,7 @@ def _send(
 ) -> None:
     """Send the claimed messages, then claim and send the pending ids, over one connection."""
     attachments = InvoiceAttachments(session)
+    envelope_from = envelope_sender(sender[0])
     try:
         with transport.connect() as connection:
             attachments.load(claimed)
@@ -162,7 +163,7 @@ def _send(
                     try:
                         connection.send(
                             compose(message, *sender, files),
-                            envelope_sender(sender[0]),
+                            envelope_from,
                             [envelope_recipient(message)],
                         )
                     except (smtplib.SMTPException, OSError, *COMPOSE_ERRORS) as exc:
