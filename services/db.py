@@ -38,12 +38,17 @@ def statement_at_a_time(session_factory: SessionFactory) -> SessionFactory:
     )
 
 
+def commits_each_statement(session: Session) -> bool:
+    """Whether the session is a statement_at_a_time one (each statement commits itself)."""
+    return bool(session.info.get(_STATEMENT_AT_A_TIME))
+
+
 def done(session: Session) -> None:
     """Make what the session did so far durable: a commit, or on a statement-at-a-time
     session a flush of pending ORM changes (each statement commits itself). Not committing
     there keeps the connection checked out: handed back, the next statement would check it
     out again and the pool would ping it first, a round trip per email."""
-    if session.info.get(_STATEMENT_AT_A_TIME):
+    if commits_each_statement(session):
         session.flush()
     else:
         session.commit()

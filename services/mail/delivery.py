@@ -4,30 +4,21 @@ from __future__ import annotations
 
 import email.errors
 import smtplib
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
-from sqlalchemy import bindparam, update
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from models.base import table_of, utcnow
+from models.base import utcnow
 from models.emails import EmailMessage, EmailStatus
 from services.db import SessionFactory, done, statement_at_a_time
 from services.mail.attachments import InvoiceAttachments
 from services.mail.compose import compose, envelope_recipient, envelope_sender
+from services.mail.sent_records import SentRecords
 from services.mail.transports import MailTransport
 
-RECORD_SENT_ATTEMPTS = 5
-_EMAILS = table_of(EmailMessage)
-# Built once: one is executed for every email sent, and building it costs more than binding.
-_MARK_SENT = (
-    update(_EMAILS)
-    .where(_EMAILS.c.id == bindparam("message_id"))
-    .values(status=EmailStatus.SENT, sent_at=bindparam("at"), last_error=None)
-)
 # What composing or flattening a message raises for content the email package refuses (a
 # linefeed in a header, an address it cannot encode). Named, not Exception: a time limit or
 # a bug must not be taken for bad content and fail a message for good.
@@ -151,8 +142,11 @@ def _send(
     """Send the claimed messages, then claim and send the pending ids, over one connection."""
     attachments = InvoiceAttachments(session)
     envelope_from = envelope_sender(sender[0])
+    records = SentRecords(session, report.sent)
     try:
-        with transport.connect() as connection:
+        # The records are settled before the connection's QUIT, and before each other use
+        # of the session.
+        with transport.connect() as connection, records:
             attachments.load(claimed)
             while claimed:
                 message = claimed.pop(0)
@@ -169,12 +163,14 @@ def _send(
                     except (smtplib.SMTPException, OSError, *COMPOSE_ERRORS) as exc:
                         # One message's failure; the rest of the batch still goes out
                         # unless the connection itself is gone.
+                        records.settle()
                         _record_failure(session, message, exc, max_attempts, report)
                         if breaks_connection(exc):
                             raise
                         continue
-                    _record_sent(session, message, report)
+                    records.add(message.id)
                 if not claimed:
+                    records.settle()
                     claimed, pending = _claim_next(session, pending)
                     attachments.load(claimed)
     except (smtplib.SMTPException, OSError) as exc:
@@ -214,28 +210,6 @@ def _claim_many(session: Session, message_ids: list[str]) -> list[EmailMessage]:
     done(session)
     by_id = {message.id: message for message in rows}
     return [by_id[message_id] for message_id in message_ids if message_id in by_id]
-
-
-def _record_sent(session: Session, message: EmailMessage, report: DeliveryReport) -> None:
-    """Record the server's acceptance, trying hard: a lost record means a second delivery.
-
-    The update is idempotent, so a database blip (a dropped connection) is retried on a
-    fresh connection a few times before giving up.
-    """
-    for attempt in range(RECORD_SENT_ATTEMPTS):
-        try:
-            # Core, on the table: the ORM's bulk-update path costs more than the statement.
-            session.connection().execute(_MARK_SENT, {"message_id": message.id, "at": utcnow()})
-            done(session)
-            break
-        except DBAPIError as exc:
-            session.rollback()
-            if attempt + 1 == RECORD_SENT_ATTEMPTS or not (
-                exc.connection_invalidated or isinstance(exc, OperationalError)
-            ):
-                raise
-            time.sleep(0.2 * (attempt + 1))
-    report.sent.append(message.id)
 
 
 def _record_failure(

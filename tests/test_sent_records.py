@@ -1,0 +1,139 @@
+"""Sent records written without waiting for the reply (services/mail/sent_records.py).
+
+On PostgreSQL each record is its own transaction on the wire before the next message goes
+out; these tests hold that, on sessions of a real engine (the shared session_factory runs
+inside a test's transaction, where records wait for their commit as before).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from smtp_sink import SmtpSink
+from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session
+from worker_process import wait_until
+
+from models import EmailMessage
+from models.emails import EmailStatus
+from models.engine import make_engine
+from services.db import SessionFactory, make_session_factory, statement_at_a_time
+from services.mail import sent_records
+from services.mail.delivery import deliver_messages
+from services.mail.sent_records import SentRecords
+from services.mail.transports import SmtpTransport
+
+
+@pytest.fixture
+def pg_engine(postgres_url: str) -> Iterator[Engine]:
+    engine = make_engine(postgres_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def factory(pg_engine: Engine) -> SessionFactory:
+    return make_session_factory(pg_engine)
+
+
+def queue_emails(
+    factory: SessionFactory, count: int, status: str = EmailStatus.QUEUED
+) -> list[str]:
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    with factory() as session:
+        for number, message_id in enumerate(ids):
+            session.add(
+                EmailMessage(
+                    id=message_id,
+                    idempotency_key=uuid.uuid4().hex,
+                    event_id=f"E{number}",
+                    client_id="C1",
+                    template="client_welcome",
+                    category="general",
+                    to_address=f"r{number}@example.com",
+                    to_name=f"R {number}",
+                    subject="Welcome",
+                    body_text="Hello",
+                    body_html="<p>Hello</p>",
+                    status=status,
+                )
+            )
+        session.commit()
+    return ids
+
+
+def statuses(factory: SessionFactory, ids: list[str]) -> list[tuple[str, bool]]:
+    """(status, sent_at set) of each message, in the order of ids, read on a fresh session."""
+    with factory() as session:
+        rows = {
+            m.id: (m.status, m.sent_at is not None)
+            for m in session.scalars(select(EmailMessage).where(EmailMessage.id.in_(ids)))
+        }
+    return [rows[message_id] for message_id in ids]
+
+
+def test_a_delivery_records_every_message_sent_in_order(
+    factory: SessionFactory, smtp: SmtpSink
+) -> None:
+    ids = queue_emails(factory, 25)  # more than one claim chunk
+
+    report = deliver_messages(ids, factory, SmtpTransport(smtp.url), "b@host.example", 3)
+
+    assert report.sent == ids
+    assert statuses(factory, ids) == [(EmailStatus.SENT, True)] * len(ids)
+    assert len(smtp.wait_for(len(ids))) == len(ids)
+
+
+def test_a_record_commits_on_its_own_before_its_reply_is_read(factory: SessionFactory) -> None:
+    """What makes not waiting safe: once add() returns, a crash of this process cannot
+    undo the record (the statement and its Sync are with PostgreSQL)."""
+    [message_id] = queue_emails(factory, 1, EmailStatus.SENDING)
+    sent: list[str] = []
+    with statement_at_a_time(factory)() as session:
+        records = SentRecords(session, sent)
+        records.add(message_id)
+        wait_until(
+            lambda: statuses(factory, [message_id]) == [(EmailStatus.SENT, True)],
+            "the record committed, seen from another connection",
+        )
+        assert sent == []  # its reply not read yet
+        records.settle()
+    assert sent == [message_id]
+
+
+def test_a_record_whose_connection_died_is_written_again_on_a_fresh_one(
+    factory: SessionFactory, pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = queue_emails(factory, 2, EmailStatus.SENDING)
+    waited_for: list[str] = []
+    record_and_wait = sent_records.record_sent
+
+    def spied(session: Session, message_id: str) -> None:
+        waited_for.append(message_id)
+        record_and_wait(session, message_id)
+
+    monkeypatch.setattr(sent_records, "record_sent", spied)
+    sent: list[str] = []
+    with statement_at_a_time(factory)() as session, SentRecords(session, sent) as records:
+        records.add(first)
+        records.settle()
+        pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with pg_engine.connect() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        # Sent on a connection PostgreSQL has closed: the reply is an error, or nothing.
+        records.add(second)
+    assert waited_for == [second]  # the first went the overlapping way, the second again
+    assert sent == [first, second]
+    assert statuses(factory, [first, second]) == [(EmailStatus.SENT, True)] * 2
+
+
+def test_on_sqlite_each_record_waits_for_its_commit(sqlite_url: str, smtp: SmtpSink) -> None:
+    engine = make_engine(sqlite_url)
+    factory = make_session_factory(engine)
+    ids = queue_emails(factory, 3)
+    report = deliver_messages(ids, factory, SmtpTransport(smtp.url), "b@host.example", 3)
+    assert report.sent == ids
+    assert statuses(factory, ids) == [(EmailStatus.SENT, True)] * 3
+    engine.dispose()
