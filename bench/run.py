@@ -3,6 +3,7 @@
     make bench          # full size (the invoice run on 100,000 invoices: long)
     make bench-quick    # under two minutes: smaller sizes, each phase time-boxed; said so
     .venv/bin/python bench/run.py [--quick] [--only PHASE ...] [--profile-clients-add FILE]
+                                   [--profile-notifications FILE]
 
 bench/README.md says what each figure means and how it is taken.
 
@@ -462,7 +463,9 @@ def publish(app: Celery, name: str, events: Iterator[dict[str, Any]]) -> None:
 
 
 @contextmanager
-def py_spy(pid: int, output: Path, concurrency: int, console: Console) -> Iterator[None]:
+def py_spy(
+    pid: int, output: Path, concurrency: int, console: Console, phase: str
+) -> Iterator[None]:
     """py-spy record of the worker and its pool processes (raw collapsed stacks, idle included)."""
     binary = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     if binary is None:
@@ -497,7 +500,7 @@ def py_spy(pid: int, output: Path, concurrency: int, console: Console) -> Iterat
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        console.print(f"py-spy profile of the clients.add phase: {output}")
+        console.print(f"py-spy profile of the {phase} phase: {output}")
 
 
 def phase_clients_add(ctx: Context) -> None:
@@ -526,6 +529,7 @@ def phase_clients_add(ctx: Context) -> None:
                             ctx.args.profile_clients_add,
                             ctx.args.concurrency,
                             ctx.runner.console,
+                            "clients.add",
                         )
                     )
                 timing = ctx.runner.drain(
@@ -646,7 +650,17 @@ def phase_notifications(ctx: Context) -> None:
         started = time.perf_counter()
         with ctx.cpu_parts(database_url, sink) as parts, ctx.worker(
             "notifications", env, queues
-        ) as proc:
+        ) as proc, ExitStack() as profiling:
+            if ctx.args.profile_notifications is not None:
+                profiling.enter_context(
+                    py_spy(
+                        proc.pid,
+                        ctx.args.profile_notifications,
+                        ctx.args.concurrency,
+                        ctx.runner.console,
+                        "notifications.send",
+                    )
+                )
             timing = ctx.runner.drain(
                 task,
                 emails,
@@ -1014,6 +1028,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="FILE",
         help="py-spy record (raw) the worker during clients.add into FILE",
+    )
+    parser.add_argument(
+        "--profile-notifications",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="py-spy record (raw) the worker during notifications.send into FILE",
     )
     parser.add_argument(
         "--no-time-box",
