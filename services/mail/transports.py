@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from services.mail.smtp_pipelining import can_pipeline, send_pipelined
+
 
 class MailConnection(Protocol):
     # The envelope is given, not read back from the To and From headers: parsing them was a
@@ -31,10 +33,16 @@ class SmtpConnection:
         self._smtp = smtp
         # The server hung up or said it is closing (421): not a connection to keep.
         self.broken = False
+        self._pipelined: bool | None = None  # known after the connection's EHLO
 
     def send(self, message: MimeMessage, sender: str, recipients: Sequence[str]) -> None:
         try:
-            self._smtp.send_message(message, sender, list(recipients))
+            if self._pipelined is None:
+                self._pipelined = can_pipeline(self._smtp)
+            if self._pipelined:
+                send_pipelined(self._smtp, message, sender, recipients)
+            else:
+                self._smtp.send_message(message, sender, list(recipients))
         except (smtplib.SMTPServerDisconnected, OSError):
             self.broken = True
             raise

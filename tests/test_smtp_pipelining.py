@@ -1,0 +1,132 @@
+"""Pipelined sending (services/mail/smtp_pipelining.py) against smtplib's own, reply by reply.
+
+The same real SMTP server, once advertising PIPELINING and once not: every refusal comes out
+as the same exception with the same code, leaves the connection as usable (or as broken), and
+what arrives is byte for byte what smtplib's send_message would have sent.
+"""
+
+from __future__ import annotations
+
+import smtplib
+from collections.abc import Iterator
+from email.mime.text import MIMEText
+from typing import Any
+
+import pytest
+from smtp_sink import SmtpSink
+
+from services.mail.compose import POLICY
+from services.mail.transports import MailConnection, SmtpConnection, SmtpTransport
+
+SENDER = "billing@host.example"
+
+
+@pytest.fixture(params=[True, False], ids=["pipelined", "one-at-a-time"])
+def pipelining(request: pytest.FixtureRequest, smtp: SmtpSink) -> bool:
+    smtp.pipelining = request.param
+    return bool(request.param)
+
+
+@pytest.fixture
+def connection(smtp: SmtpSink, pipelining: bool) -> Iterator[MailConnection]:
+    transport = SmtpTransport(smtp.url)
+    with transport.connect() as connection:
+        yield connection
+    transport.close()
+
+
+def message(body: str = "Hello.\n", to: str = "r@example.com") -> MIMEText:
+    mime = MIMEText(body, "plain", "us-ascii", policy=POLICY)  # 7bit: dots stay at line starts
+    mime["Subject"] = "Test"
+    mime["From"] = SENDER
+    mime["To"] = to
+    return mime
+
+
+def failure(connection: MailConnection, to: str = "r@example.com") -> tuple[type, Any]:
+    with pytest.raises(smtplib.SMTPException) as raised:
+        connection.send(message(to=to), SENDER, [to])
+    exc = raised.value
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return type(exc), exc.recipients
+    assert isinstance(exc, smtplib.SMTPResponseException)
+    return type(exc), (exc.smtp_code, exc.smtp_error)
+
+
+def test_the_path_taken_is_the_servers_choice(
+    connection: MailConnection, pipelining: bool, monkeypatch: pytest.MonkeyPatch, smtp: SmtpSink
+) -> None:
+    used: list[str] = []
+    original = smtplib.SMTP.send_message
+
+    def spied(self: smtplib.SMTP, *args: Any, **kwargs: Any) -> Any:
+        used.append("send_message")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(smtplib.SMTP, "send_message", spied)
+    connection.send(message(), SENDER, ["r@example.com"])
+    assert used == ([] if pipelining else ["send_message"])
+    assert [m.rcpt_tos for m in smtp.wait_for(1)] == [["r@example.com"]]
+
+
+def test_what_arrives_is_what_send_message_writes_dots_and_all(
+    connection: MailConnection, smtp: SmtpSink
+) -> None:
+    body = ".a line starting with a dot\n.\n..two\nlast line, no newline"
+    mime = message(body)
+    connection.send(mime, SENDER, ["r@example.com"])
+    [received] = smtp.wait_for(1)
+    assert b"\r\n.a line starting" in received.data  # the transparency dots taken off again
+    # Both end the data with a line break (the body has none) before the closing dot.
+    assert received.data == mime.as_bytes(policy=POLICY.clone(linesep="\r\n")) + b"\r\n"
+    assert received.mail_from == SENDER
+
+
+def test_a_refused_recipient_is_refused_alike_and_the_connection_sends_on(
+    connection: MailConnection, smtp: SmtpSink
+) -> None:
+    smtp.fail_rcpt["gone@example.com"] = "550 5.1.1 No such user"
+    assert failure(connection, "gone@example.com") == (
+        smtplib.SMTPRecipientsRefused,
+        {"gone@example.com": (550, b"5.1.1 No such user")},
+    )
+    connection.send(message(), SENDER, ["r@example.com"])
+    assert [m.rcpt_tos for m in smtp.wait_for(1)] == [["r@example.com"]]
+
+
+def test_a_refused_message_is_refused_alike_and_the_connection_sends_on(
+    connection: MailConnection, smtp: SmtpSink
+) -> None:
+    smtp.temp_fail_data = 1
+    assert failure(connection) == (smtplib.SMTPDataError, (451, b"4.3.0 Try again later"))
+    connection.send(message(), SENDER, ["r@example.com"])
+    assert len(smtp.wait_for(1)) == 1
+
+
+def test_a_refused_sender_is_refused_alike_and_the_connection_sends_on(
+    connection: MailConnection, smtp: SmtpSink
+) -> None:
+    smtp.unavailable_reply = "451 4.3.0 Mail system busy"
+    assert failure(connection) == (smtplib.SMTPSenderRefused, (451, b"4.3.0 Mail system busy"))
+    smtp.unavailable_reply = None
+    connection.send(message(), SENDER, ["r@example.com"])
+    assert len(smtp.wait_for(1)) == 1
+
+
+def test_a_closing_server_breaks_the_connection_alike(
+    connection: MailConnection, smtp: SmtpSink
+) -> None:
+    smtp.unavailable_reply = "421 4.3.2 Service not available"
+    assert failure(connection) == (
+        smtplib.SMTPSenderRefused,
+        (421, b"4.3.2 Service not available"),
+    )
+    assert isinstance(connection, SmtpConnection)
+    assert connection.broken
+
+
+def test_a_recipient_smtplib_cannot_encode_fails_alike(connection: MailConnection) -> None:
+    # A non-ASCII local part: send_message's SMTPUTF8 path clones the message's policy with
+    # utf8=True, which compose's compat32 policy does not have (delivery: cannot be composed).
+    with pytest.raises(TypeError, match="utf8"):
+        connection.send(message(to="zoë@example.com"), SENDER, ["zoë@example.com"])
