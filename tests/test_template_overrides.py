@@ -153,6 +153,26 @@ def test_the_sandbox_refuses_pythons_internals(tmp_path: Path, source: str, refu
     assert caught.value.reason.startswith("template 'client_signup' is refused by the sandbox:")
 
 
+def test_a_dotted_name_reads_a_dicts_key_and_dicts_own_names_stay_its_methods(
+    tmp_path: Path,
+) -> None:
+    # `invoice.items` was dict.items before the sandbox read keys directly, and still is:
+    # that is why the shipped templates write invoice["items"].
+    folders = write(
+        tmp_path,
+        {
+            "client_signup/subject.txt": "Welcome",
+            "client_signup/body.txt": (
+                "{{ invoice.number }} {{ invoice.items is callable }} "
+                "{{ invoice['items'] | length }} {{ invoice.get('number') }}"
+            ),
+        },
+    )
+    context = {**BASE_CONTEXT, "invoice": {"number": "42", "items": [1, 2]}}
+    rendered = render_email("client_signup", context, folders=folders)
+    assert rendered.text == "42 True 2 42"
+
+
 def test_an_override_keeps_the_strict_checks(tmp_path: Path) -> None:
     folders = write(
         tmp_path,

@@ -54,6 +54,27 @@ def search_folders(override: Path | None) -> tuple[Path, ...]:
     return (override.resolve(), TEMPLATES_DIR) if override is not None else (TEMPLATES_DIR,)
 
 
+# What a plain dict answers to as attributes (its methods, dunders): these keep jinja's
+# attribute-first lookup, and the sandbox's checks on them.
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, reading `invoice.number` from a plain dict without the failed attribute
+    lookup first: jinja tries getattr, and only on its AttributeError the item. Raising that
+    exception for every dotted name was the largest single cost of rendering in the invoice
+    run's profile (255 of 1,311 samples of Template.render); the result is the same, since
+    a plain dict has no attributes but dict's own, which still go jinja's way."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 @lru_cache(maxsize=8)
 def environment(folders: tuple[Path, ...]) -> jinja2.Environment:
     """One per set of folders and process, its compiled templates kept for the process.
@@ -62,7 +83,7 @@ def environment(folders: tuple[Path, ...]) -> jinja2.Environment:
     the context and call the filters, never reach Python's internals (`''.__class__`) nor
     change a value another recipient's email is rendered from (immutable).
     """
-    env = ImmutableSandboxedEnvironment(
+    env = _Environment(
         # The first folder holding a file wins: an override replaces a shipped file.
         loader=jinja2.FileSystemLoader(folders),
         # Only HTML is escaped: escaping plain text would put &amp; into the text part.
