@@ -137,3 +137,18 @@ def test_on_sqlite_each_record_waits_for_its_commit(sqlite_url: str, smtp: SmtpS
     assert report.sent == ids
     assert statuses(factory, ids) == [(EmailStatus.SENT, True)] * 3
     engine.dispose()
+
+
+def test_any_statement_on_the_connection_reads_the_pending_reply_first(
+    factory: SessionFactory,
+) -> None:
+    """An ORM lazy load between two emails, say: libpq takes one command at a time."""
+    first, second = queue_emails(factory, 2, EmailStatus.SENDING)
+    sent: list[str] = []
+    with statement_at_a_time(factory)() as session, SentRecords(session, sent) as records:
+        records.add(first)
+        assert sent == []  # on the wire, its reply unread
+        status = session.scalar(select(EmailMessage.status).where(EmailMessage.id == first))
+        assert (status, sent) == (EmailStatus.SENT, [first])
+        records.add(second)
+    assert sent == [first, second]

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
-from sqlalchemy import bindparam, update
+from sqlalchemy import Connection, bindparam, event, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -66,9 +66,11 @@ def record_sent(session: Session, message_id: str) -> None:
 class SentRecords:
     """The sent records of one delivery, each written without waiting for the last one's reply.
 
-    Used as a context manager around the sending; `settle()` before any other use of the
-    session. Where the session's statements do not commit on their own (SQLite, a session
-    inside a test's transaction), each record waits for its commit as before.
+    Used as a context manager around the sending. Any statement on the connection settles
+    the record first (a lazy load of the ORM included: libpq takes one command at a time),
+    and the caller settles before its own statements, to say so. Where the session's
+    statements do not commit on their own (SQLite, a session inside a test's transaction),
+    each record waits for its commit as before.
     """
 
     def __init__(self, session: Session, sent: list[str]) -> None:
@@ -77,6 +79,8 @@ class SentRecords:
         self._overlap = commits_each_statement(session) and _driver(session) == "psycopg"
         # The message whose record is on the wire, and the connection it went on.
         self._pending: tuple[str, pq.abc.PGconn] | None = None
+        # The connections whose statements settle first, until the delivery ends.
+        self._watched: list[Connection] = []
 
     def __enter__(self) -> SentRecords:
         return self
@@ -88,6 +92,12 @@ class SentRecords:
         tb: TracebackType | None,
     ) -> None:
         self.settle()
+        for connection in self._watched:
+            event.remove(connection, "before_cursor_execute", self._before_statement)
+        self._watched.clear()
+
+    def _before_statement(self, *_: Any) -> None:
+        self.settle()
 
     def add(self, message_id: str) -> None:
         """Record one message as sent: its statement is written to PostgreSQL before this
@@ -97,7 +107,11 @@ class SentRecords:
             record_sent(self._session, message_id)
             self._sent.append(message_id)
             return
-        pgconn = _pgconn(self._session)
+        connection = self._session.connection()
+        if connection not in self._watched:
+            event.listen(connection, "before_cursor_execute", self._before_statement)
+            self._watched.append(connection)
+        pgconn = _pgconn(connection)
         try:
             pgconn.send_query_params(
                 _MARK_SENT_SQL, [message_id.encode(), utcnow().isoformat().encode()]
@@ -132,8 +146,8 @@ def _driver(session: Session) -> str:
     return str(bind.dialect.driver)
 
 
-def _pgconn(session: Session) -> pq.abc.PGconn:
-    dbapi_connection: Any = session.connection().connection.dbapi_connection
+def _pgconn(connection: Connection) -> pq.abc.PGconn:
+    dbapi_connection: Any = connection.connection.dbapi_connection
     return dbapi_connection.pgconn  # type: ignore[no-any-return]
 
 
