@@ -25,7 +25,7 @@ from worker_process import WorkerProcess, worker_fixture
 
 from models.clients import Client, Contact
 from models.emails import EmailMessage, EmailStatus
-from models.records import RejectedEvent
+from models.records import ProcessedEvent, RejectedEvent
 
 pytestmark = pytest.mark.worker
 
@@ -57,17 +57,43 @@ def refused_count(session: Session) -> int:
     return session.scalar(query.where(RejectedEvent.waiting_for.is_(None))) or 0
 
 
+def one_of_each_applied(session: Session, pairs: list[tuple[str, str]]) -> bool:
+    ids = [event_id for pair in pairs for event_id in pair]
+    applied = set(
+        session.scalars(select(ProcessedEvent.event_id).where(ProcessedEvent.event_id.in_(ids)))
+    )
+    return all(len(applied & set(pair)) == 1 for pair in pairs)
+
+
 def run_backlog(worker: WorkerProcess, smtp: SmtpSink) -> None:
     events, expected = backlog()
     for name, payload in events:
         worker.publish(name, payload)
     worker.start()
+    # A client and another published right after it with the same email: two pool processes
+    # may apply them at once (in different batches, or one on its own), and publish order is
+    # no order between different clients' events: whichever commits first keeps the address,
+    # the other is refused as taken.
+    first_with = {
+        p["email"]: p["event_id"]
+        for name, p in events
+        if name == "clients.add" and p["client_id"].startswith("B")
+    }
+    contested = [
+        (first_with[p["email"]], p["event_id"]) for _, p in events if p["client_id"].startswith("X")
+    ]
+    assert len(contested) == expected["taken"]
+    either = {event_id for pair in contested for event_id in pair}
     good = [
         p["event_id"]
         for _, p in events
-        if p["client_id"].startswith("B") or p.get("contact_id", "").startswith("K")
+        if (p["client_id"].startswith("B") or p.get("contact_id", "").startswith("K"))
+        and p["event_id"] not in either
     ]
     worker.wait_applied(*good)
+    worker.wait_for_db(
+        lambda s: one_of_each_applied(s, contested), "each contested email kept by one client"
+    )
     # The events a batch leaves to their own tasks (the taken emails, the invalid ones) may
     # still be running when the last good one is applied: wait for their rejections too.
     refusals = expected["taken"] + expected["invalid"]
