@@ -67,8 +67,9 @@ class SentRecords:
     """The sent records of one delivery, each written without waiting for the last one's reply.
 
     Used as a context manager around the sending. Any statement on the connection settles
-    the record first (a lazy load of the ORM included: libpq takes one command at a time),
-    and the caller settles before its own statements, to say so. Where the session's
+    the record first (a lazy load of the ORM included: libpq takes one command at a time);
+    the caller settles before its own statements too, so that a failed record's retry, which
+    may roll the session back, never runs in the middle of another statement. Where the session's
     statements do not commit on their own (SQLite, a session inside a test's transaction),
     each record waits for its commit as before.
     """
@@ -104,8 +105,7 @@ class SentRecords:
         returns (a crash afterwards does not lose it), its reply read later."""
         self.settle()
         if not self._overlap:
-            record_sent(self._session, message_id)
-            self._sent.append(message_id)
+            self._record_waiting(message_id)
             return
         connection = self._session.connection()
         if connection not in self._watched:
@@ -118,7 +118,7 @@ class SentRecords:
             )
             _flush(pgconn)
         except psycopg.Error:
-            self._record_again(message_id)
+            self._record_waiting(message_id)
             return
         self._pending = (message_id, pgconn)
 
@@ -132,11 +132,11 @@ class SentRecords:
         try:
             _command_ok(pgconn)
         except psycopg.Error:
-            self._record_again(message_id)
+            self._record_waiting(message_id)
             return
         self._sent.append(message_id)
 
-    def _record_again(self, message_id: str) -> None:
+    def _record_waiting(self, message_id: str) -> None:
         record_sent(self._session, message_id)
         self._sent.append(message_id)
 
