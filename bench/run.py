@@ -3,7 +3,7 @@
     make bench          # full size (the invoice run on 100,000 invoices: long)
     make bench-quick    # under two minutes: smaller sizes, each phase time-boxed; said so
     .venv/bin/python bench/run.py [--quick] [--only PHASE ...] [--profile-clients-add FILE]
-                                   [--profile-notifications FILE]
+                                   [--profile-notifications FILE] [--profile-invoice-run FILE]
 
 bench/README.md says what each figure means and how it is taken.
 
@@ -697,11 +697,21 @@ def phase_invoice_run(ctx: Context) -> None:
     try:
         with ctx.cpu_parts(database_url, sink) as parts, ctx.worker(
             "invoice_run", env, queues
-        ) as proc:
+        ) as proc, ExitStack() as profiling:
             deadline = time.monotonic() + 60
             while not app.control.ping(timeout=0.5):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the worker did not answer a ping")
+            if ctx.args.profile_invoice_run is not None:
+                profiling.enter_context(
+                    py_spy(
+                        proc.pid,
+                        ctx.args.profile_invoice_run,
+                        ctx.args.concurrency,
+                        ctx.runner.console,
+                        "invoice run",
+                    )
+                )
             # One task: timed from its publication (the worker is up) to the last email.
             started = time.perf_counter()
             app.send_task("invoices.run", kwargs={"run_date": RUN_DATE.isoformat()})
@@ -1035,6 +1045,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="FILE",
         help="py-spy record (raw) the worker during notifications.send into FILE",
+    )
+    parser.add_argument(
+        "--profile-invoice-run",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="py-spy record (raw) the worker during the invoice run into FILE",
     )
     parser.add_argument(
         "--no-time-box",

@@ -230,6 +230,12 @@ class Settings(BaseSettings):
         description="Attach the invoice as a PDF (invoice-<number>.pdf) to the Invoice Created "
         "and the three Overdue emails, made when each is delivered (docs/email.md).",
     )
+    invoice_run_delivers: bool = Field(
+        default=True,
+        description="The invoice run's chunks send each batch's emails themselves, right after "
+        "the batch's commit (for the first half of their soft time limit); false: each batch "
+        "publishes an emails.deliver task instead, for the workers of the emails queue.",
+    )
     invoice_chunk_size: int = Field(
         default=2000,
         ge=1,

@@ -28,7 +28,6 @@ from services.clients import add_clients, check_new_client, taken_clients
 from services.context import HandlerContext
 from services.db import SessionFactory, UnitOfWork
 from services.dispatch import (
-    DeliverNow,
     Outcome,
     Result,
     commit_with_effects,
@@ -38,7 +37,7 @@ from services.dispatch import (
 )
 from services.errors import Rejected, Transient
 from services.inbox import claim_events
-from services.mail.queue import EmailQueue
+from services.mail.queue import DeliverNow, EmailQueue
 from services.opt_outs import DEFAULT_OPT_OUTS, OptOutPolicy
 from services.outbox import Publish
 

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, IntegrityError
@@ -44,7 +44,7 @@ from services.errors import Rejected, Transient, UnknownReference
 from services.hosting import upsert_service
 from services.inbox import claim_event
 from services.invoices import record_payment, upsert_invoice
-from services.mail.queue import EmailQueue
+from services.mail.queue import DeliverNow, EmailQueue
 from services.notifications import send_notification
 from services.opt_outs import DEFAULT_OPT_OUTS, OptOutPolicy
 from services.outbox import DELIVER_TASK, Publish, publish_staged
@@ -56,18 +56,6 @@ from services.waiting import park
 Handler = Callable[[HandlerContext, Any], None]
 
 log = logging.getLogger(__name__)
-
-
-class DeliverNow(Protocol):
-    """Sends an event's emails in this process right after its commit (tasks.emails)."""
-
-    def ready(self) -> bool:
-        """False while this process will not send (its mail server was just unreachable)."""
-        ...
-
-    def __call__(self, messages: list[EmailMessage]) -> None:
-        """Send messages the event's transaction committed as claimed by this process."""
-        ...
 
 
 # The rules of each event, by its contract. The event names live in one place only,

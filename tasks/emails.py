@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 
 from celery import Task, shared_task
 from pydantic import BaseModel, ConfigDict
@@ -11,6 +13,7 @@ from models.emails import EmailMessage
 from models.settings import get_settings
 from services.mail.delivery import deliver_claimed, deliver_messages
 from services.mail.pause import Pause
+from services.mail.queue import DeliverNow
 from services.outbox import DELIVER_TASK
 from tasks import runtime, shield
 from tasks.base import ClientflowTask
@@ -60,7 +63,8 @@ def deliver(self: Task[..., dict[str, int]], message_ids: list[str]) -> dict[str
 
 
 class AfterCommitDelivery:
-    """Sends an event's emails in its own task, right after its commit (services.dispatch).
+    """Sends an event's emails in its own task, right after its commit (services.dispatch),
+    and an invoice run's batches' in their chunk's task (DeliveryUntil).
 
     A delivery task would cost a second broker message, a second trip through the worker's
     consumer, an outbox row and a publish per event; sending here saves all of them. Nothing
@@ -119,3 +123,31 @@ class AfterCommitDelivery:
 
 
 deliver_after_commit = AfterCommitDelivery()
+
+
+@dataclass(frozen=True)
+class DeliveryUntil:
+    """A DeliverNow that is ready only until `deadline` (time.monotonic()), for a task with a
+    time limit that sends what it commits batch after batch (an invoice run's chunk).
+
+    The sending takes what the mail server takes, which the task cannot bound: past the
+    deadline, half its soft time limit, its batches stage delivery tasks instead, so a slow
+    server makes the run's mail go out through the emails queue rather than push the chunk
+    past its limits.
+    """
+
+    deliver_now: DeliverNow
+    deadline: float | None  # None: no time limit
+
+    @classmethod
+    def within(cls, deliver_now: DeliverNow, soft_time_limit: float | None) -> DeliveryUntil:
+        if not soft_time_limit:
+            return cls(deliver_now, None)
+        return cls(deliver_now, time.monotonic() + soft_time_limit / 2)
+
+    def ready(self) -> bool:
+        in_time = self.deadline is None or time.monotonic() < self.deadline
+        return in_time and self.deliver_now.ready()
+
+    def __call__(self, messages: list[EmailMessage]) -> None:
+        self.deliver_now(messages)

@@ -11,6 +11,7 @@ from celery import Task, shared_task
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from models.base import utcnow
+from models.settings import get_settings
 from services.db import SessionFactory
 from services.invoice_run.chunk_work import run_chunk
 from services.invoice_run.chunks import ChunkKey
@@ -21,6 +22,7 @@ from services.invoice_run.run import start_run
 from services.invoice_run.totals import PASSES
 from tasks import runtime
 from tasks.base import ClientflowTask, UnboundedTask
+from tasks.emails import DeliveryUntil, deliver_after_commit
 from tasks.failures import retry_or_bury
 from tasks.policy import invoice_run_policy
 
@@ -102,8 +104,17 @@ def run_one_chunk(
     except ValidationError as exc:
         retry_or_bury(self, kwargs, exc)
     sessions, policy, handoff = runtime.session_factory(), invoice_run_policy(), _to_workers()
+    # Each notice batch's emails are sent by this task after the batch's commit (no
+    # delivery task per batch) for the first half of its soft time limit.
+    deliver_now = (
+        DeliveryUntil.within(deliver_after_commit, self.soft_time_limit)
+        if get_settings().invoice_run_delivers
+        else None
+    )
     try:
-        outcome = run_chunk(sessions, runtime.publish, policy, key, handoff)
+        outcome = run_chunk(
+            sessions, runtime.publish, policy, key, handoff, deliver_now=deliver_now
+        )
     except Exception as exc:
         give_up = partial(_give_up, sessions, key, policy, handoff)
         retry_or_bury(self, kwargs, exc, give_up=give_up)

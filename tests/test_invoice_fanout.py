@@ -27,6 +27,7 @@ pytestmark = pytest.mark.worker
 
 # What Celery logs when a pool process finishes a chunk task.
 CHUNK_DONE = re.compile(r"Task invoices\.run_chunk\[[^\]]+\] succeeded")
+DELIVERY_DONE = re.compile(r"Task emails\.deliver\[[^\]]+\] succeeded")
 
 
 def the_run_ended(session: Session) -> list[ScheduledRun]:
@@ -63,6 +64,7 @@ def test_a_run_fans_out_over_two_workers_and_sends_every_notice_once(
         first.wait_no_email_owed(timeout=180)
         first.wait_idle(timeout=60)
         ran = {worker.hostname: len(CHUNK_DONE.findall(worker.log_text())) for worker in crew}
+        deliveries = sum(len(DELIVERY_DONE.findall(worker.log_text())) for worker in crew)
         print(f"\nchunk tasks per worker: {ran}")
         assert all(worker.alive for worker in crew)
         with first.sessions() as session:
@@ -93,6 +95,8 @@ def test_a_run_fans_out_over_two_workers_and_sends_every_notice_once(
     )
     assert len(smtp.messages) == owed
     assert set(per_notice.values()) == {1}
+    # Each chunk sent its batches' emails itself, after each commit: no delivery task ran.
+    assert deliveries == 0
     assert {event for event, _ in per_notice} == {
         f"invoice:{n.invoice_id}:invoice_created" for n in notices
     }

@@ -137,12 +137,17 @@ def test_two_runs_at_once_send_every_notice_exactly_once(
     assert len(reminders) == invoices * 3
 
 
-# Not on `emails`: the kill below must hit a chunk, not a delivery (whose claimed emails
-# would wait out their lease). A second worker delivers once the run has ended.
+# Not on `emails`, and its chunks do not send: the kill below must hit a chunk, not a
+# delivery (whose claimed emails would wait out their lease). A second worker delivers once
+# the run has ended.
 crash_worker = worker_fixture(
     name="crash_worker",
     concurrency=1,
-    extra_settings={"invoice_batch_size": "5", "invoice_chunk_size": "300"},
+    extra_settings={
+        "invoice_batch_size": "5",
+        "invoice_chunk_size": "300",
+        "invoice_run_delivers": "false",
+    },
     queues=["events", "invoice_run"],
 )
 

@@ -30,6 +30,7 @@ from services.invoice_run.notify import notify_batch, select_invoices
 from services.invoice_run.policy import RunPolicy
 from services.invoice_run.ranges import IdRange
 from services.invoice_run.totals import GENERATE, NOTIFY, add_counts, new_counts
+from services.mail.queue import DeliverNow, claim_for_sending
 from services.outbox import DELIVER_TASK, Publish
 
 # A row of the pass being paged (a Service or an Invoice): what `after` and `.id` refer to.
@@ -59,7 +60,11 @@ def run_chunk(
     key: ChunkKey,
     handoff: Handoff,
     progress: Progress | None = None,
+    deliver_now: DeliverNow | None = None,
 ) -> ChunkOutcome:
+    """Run the chunk's batches, then its end. With `deliver_now` (a worker's), each notice
+    batch's emails are sent by this process right after the batch commits, while it is
+    ready; otherwise, and without it, each batch stages an emails.deliver task."""
     with session_factory() as session:
         chunk = session.scalars(select(ScheduledRunChunk).where(*key.where())).first()
         run = session.get(ScheduledRun, key.run_id)
@@ -76,7 +81,7 @@ def run_chunk(
     if key.phase == GENERATE:
         _generate(work, policy, run.run_date, span)
     elif key.phase == NOTIFY:
-        _notify(work, publish, policy, run.run_date, span)
+        _notify(work, publish, policy, run.run_date, span, deliver_now)
     else:
         raise ChunkMissing(f"no pass {key.phase!r}: {key}")
     settled = finish_chunk(session_factory, key, policy, handoff)
@@ -96,7 +101,12 @@ def _generate(work: Batches, policy: RunPolicy, on: date, span: IdRange) -> None
 
 
 def _notify(
-    work: Batches, publish: Publish, policy: RunPolicy, on: date, span: IdRange
+    work: Batches,
+    publish: Publish,
+    policy: RunPolicy,
+    on: date,
+    span: IdRange,
+    deliver_now: DeliverNow | None,
 ) -> None:
     def handle(uow: UnitOfWork, invoices: list[Invoice], counts: dict[str, Any]) -> None:
         notified = notify_batch(
@@ -108,20 +118,27 @@ def _notify(
             company_name=policy.company_name,
             opt_outs=policy.opt_outs,
         )
-        staged = []
-        if notified.email_ids:
+        staged, claimed = [], []
+        if notified.emails and deliver_now is not None and deliver_now.ready():
+            # Sent by this task right after the batch's commit: no delivery task, no outbox
+            # row, and no second read of what was just rendered (services.mail.queue).
+            claimed = claim_for_sending(notified.emails)
+        elif notified.emails:
             # One delivery per batch; the batches of a run spread over the workers.
-            message = outbox.stage(uow.session, DELIVER_TASK, {"message_ids": notified.email_ids})
+            ids = [email.id for email in notified.emails]
+            message = outbox.stage(uow.session, DELIVER_TASK, {"message_ids": ids})
             uow.session.flush()
             staged.append(message.id)
         for notice, number in notified.sent.items():
             counts["notices"][notice] += number
         counts["skipped"] += notified.skipped
         counts["no_recipient"] += notified.no_recipient
-        counts["emails"] += len(notified.email_ids)
+        counts["emails"] += len(notified.emails)
         counts["unhandled"] += len(notified.problems)
         counts["problems"] += notified.problems
         uow.after_commit(partial(outbox.publish_staged, work.session_factory, staged, publish))
+        if claimed and deliver_now is not None:
+            uow.after_commit(partial(deliver_now, claimed))
 
     work.page(
         NOTIFY,

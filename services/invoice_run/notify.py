@@ -16,6 +16,7 @@ from models.base import table_of
 from models.billing import Invoice, InvoiceNotice, InvoiceStatus, Notice, NoticeOutcome
 from models.clients import Client
 from models.company import CompanyLike
+from models.emails import EmailMessage
 from services.invoice_mail import queue_notice_emails
 from services.invoice_run.ranges import id_range
 from services.invoice_run.schedule import NoticeSchedule, decide
@@ -70,7 +71,7 @@ class Notified:
     sent: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
     no_recipient: int = 0
-    email_ids: list[str] = field(default_factory=list)
+    emails: list[EmailMessage] = field(default_factory=list)
     # "invoice 'X': why": invoices this batch could not handle and left for the next run,
     # so that one bad invoice costs its own notice, not the batch's.
     problems: list[str] = field(default_factory=list)
@@ -146,7 +147,7 @@ def notify_batch(
             result.problems.append(_problem(invoice, exc))
             continue
         result.sent[notice.value] += 1
-        result.email_ids += [message.id for message in messages]
+        result.emails += messages
     return result
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -70,6 +70,33 @@ def email_context(
     return full
 
 
+class DeliverNow(Protocol):
+    """Sends emails in this process right after the commit that logged them (tasks.emails):
+    an event's, or a batch of an invoice run's."""
+
+    def ready(self) -> bool:
+        """False while this process will not send (its mail server was just unreachable)."""
+        ...
+
+    def __call__(self, messages: list[EmailMessage]) -> None:
+        """Send messages the transaction committed as claimed by this process."""
+        ...
+
+
+def claim_for_sending(messages: list[EmailMessage]) -> list[EmailMessage]:
+    """Claim messages not yet committed for sending by this process, in the caller's
+    transaction: the state services.mail.delivery's claim gives a queued one. Sent by a
+    DeliverNow after the commit; should this process die first, the claims' lease runs out
+    and the relay queues them again (services.outbox)."""
+    now = utcnow()
+    for message in messages:
+        message.status = EmailStatus.SENDING
+        message.claimed_at = now
+        message.attempts = (message.attempts or 0) + 1
+        message.updated_at = now
+    return list(messages)
+
+
 @dataclass
 class EmailQueue:
     """What a handler uses to owe an email; messages collects what to deliver after commit."""
@@ -119,14 +146,8 @@ class EmailQueue:
 
     def claim(self) -> list[EmailMessage]:
         """Claim every message queued here for sending by this process, in the caller's
-        transaction: the state services.mail.delivery's claim gives a queued one."""
-        now = utcnow()
-        for message in self.messages:
-            message.status = EmailStatus.SENDING
-            message.claimed_at = now
-            message.attempts = (message.attempts or 0) + 1
-            message.updated_at = now
-        return list(self.messages)
+        transaction (claim_for_sending)."""
+        return claim_for_sending(self.messages)
 
     def render(
         self,
