@@ -5,6 +5,7 @@ from __future__ import annotations
 import smtplib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -17,8 +18,9 @@ from sqlalchemy.orm import Session
 
 from models import EmailMessage
 from services.db import SessionFactory
+from services.mail.compose import compose
 from services.mail.delivery import CLAIM_CHUNK, DeliveryReport, deliver_messages
-from services.mail.transports import FileTransport, SmtpTransport
+from services.mail.transports import FileTransport, SmtpConnection, SmtpTransport
 
 FROM = "Billing <billing@host.example>"
 
@@ -206,11 +208,11 @@ def test_a_claimed_message_is_not_sent_by_a_second_delivery(
                 outer = self
 
                 class Competing:
-                    def send(self, message: Any, *envelope: Any) -> None:
+                    def send(self, message: Any, *envelope: Any, **options: Any) -> None:
                         if not outer.ran:
                             outer.ran = True
                             _deliver(publisher, session_factory, smtp)
-                        connection.send(message, *envelope)
+                        connection.send(message, *envelope, **options)
 
                 yield Competing()
 
@@ -258,10 +260,10 @@ def test_a_connection_dropped_mid_chunk_leaves_nothing_in_sending(
         def __init__(self, connection: Any) -> None:
             self.connection, self.sent = connection, 0
 
-        def send(self, message: Any, *envelope: Any) -> None:
+        def send(self, message: Any, *envelope: Any, **options: Any) -> None:
             if self.sent == 3:
                 raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
-            self.connection.send(message, *envelope)
+            self.connection.send(message, *envelope, **options)
             self.sent += 1
 
     report = deliver_messages(publisher.message_ids, session_factory, DropsAfterThree(), FROM, 3)
@@ -334,3 +336,40 @@ def test_headers_say_automated_carry_reply_to_and_one_message_id_on_every_attemp
     assert message["Reply-To"] == "Support Désk <support@host.example>"
     assert message["Message-ID"] == f"<{ids[0]}@host.example>"
     assert [r.message["Message-ID"] for r in smtp.refused] == [message["Message-ID"]]
+
+
+def test_each_message_is_composed_once_the_next_while_the_server_takes_the_one_before(
+    apply: Apply, publisher: Publisher, session_factory: SessionFactory, smtp: SmtpSink
+) -> None:
+    _owe_three_emails(apply)
+    sending: list[str] = []  # the recipient of the message being sent, while it is
+    composed: list[tuple[str, list[str]]] = []  # (recipient, what was being sent meanwhile)
+    send = SmtpConnection.send
+
+    def composing(message: EmailMessage, *args: Any) -> Any:
+        composed.append((message.to_address, list(sending)))
+        return compose(message, *args)
+
+    def sending_one(self: SmtpConnection, mime: Any, *args: Any, **options: Any) -> None:
+        sending.append(str(mime["To"]))
+        try:
+            send(self, mime, *args, **options)
+        finally:
+            sending.pop()
+
+    with (
+        patch("services.mail.delivery.compose", composing),
+        patch.object(SmtpConnection, "send", sending_one),
+    ):
+        report = _deliver(publisher, session_factory, smtp)
+
+    assert len(report.sent) == 3
+    assert len(smtp.wait_for(3)) == 3
+    # Each once: the first before anything was sent, each next one during the send of the
+    # one before it.
+    order = [address for address, _ in composed]
+    assert sorted(order) == ["holder@example.com", "one@example.com", "two@example.com"]
+    assert composed[0][1] == []
+    for (before, _), (_, meanwhile) in pairwise(composed):
+        assert len(meanwhile) == 1
+        assert before in meanwhile[0]

@@ -130,3 +130,31 @@ def test_a_recipient_smtplib_cannot_encode_fails_alike(connection: MailConnectio
     # utf8=True, which compose's compat32 policy does not have (delivery: cannot be composed).
     with pytest.raises(TypeError, match="utf8"):
         connection.send(message(to="zoë@example.com"), SENDER, ["zoë@example.com"])
+
+
+def test_work_meanwhile_runs_once_the_message_is_written_and_before_its_reply_is_read(
+    connection: MailConnection, smtp: SmtpSink
+) -> None:
+    seen: list[int] = []
+
+    def meanwhile() -> None:
+        # The server has the whole message already: it was written before this ran.
+        seen.append(len(smtp.wait_for(1)))
+
+    connection.send(message(), SENDER, ["r@example.com"], meanwhile=meanwhile)
+    assert seen == [1]
+    connection.send(message(), SENDER, ["r@example.com"])  # and the reply was read, in turn
+    assert len(smtp.wait_for(2)) == 2
+
+
+def test_no_work_meanwhile_for_a_message_refused_before_it_is_written(
+    connection: MailConnection, smtp: SmtpSink
+) -> None:
+    smtp.fail_rcpt["gone@example.com"] = "550 5.1.1 No such user"
+    ran: list[str] = []
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        connection.send(
+            message(to="gone@example.com"), SENDER, ["gone@example.com"],
+            meanwhile=lambda: ran.append("ran"),
+        )  # fmt: skip
+    assert ran == []

@@ -7,6 +7,7 @@ import smtplib
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from email.message import Message as MimeMessage
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -143,6 +144,7 @@ def _send(
     attachments = InvoiceAttachments(session)
     envelope_from = envelope_sender(sender[0])
     records = SentRecords(session, report.sent)
+    upcoming = Upcoming(lambda message: compose(message, *sender, attachments.for_message(message)))
     try:
         # The records are settled before the connection's QUIT, and before each other use
         # of the session.
@@ -150,15 +152,17 @@ def _send(
             attachments.load(claimed)
             while claimed:
                 message = claimed.pop(0)
+                mime = upcoming.take(message)
                 # Before the critical section: writing a PDF is no reason to hold off a
                 # termination, and a message interrupted here was not sent.
-                files = attachments.for_message(message)
+                files = attachments.for_message(message) if mime is None else ()
                 with critical():
                     try:
                         connection.send(
-                            compose(message, *sender, files),
+                            mime or compose(message, *sender, files),
                             envelope_from,
                             [envelope_recipient(message)],
+                            meanwhile=upcoming.make(claimed[0]) if claimed else None,
                         )
                     except (smtplib.SMTPException, OSError, *COMPOSE_ERRORS) as exc:
                         # One message's failure; the rest of the batch still goes out
@@ -179,6 +183,36 @@ def _send(
         report.connection_failed = True
         for message in claimed + _claim_many(session, pending):
             _record_failure(session, message, exc, max_attempts, report)
+
+
+class Upcoming:
+    """The next message of a delivery, composed (its PDF made) while the server takes the one
+    before it: the SMTP connection calls `make`'s work between writing a message and reading
+    the server's reply to it, time the process otherwise spends waiting.
+
+    Only ahead of time, never instead: work that fails leaves nothing made, and the message
+    is composed again in its turn, where its failure is recorded as before. It runs inside
+    the critical section of the message before it, so a termination waits for it: one
+    message's composing, milliseconds.
+    """
+
+    def __init__(self, make: Callable[[EmailMessage], MimeMessage]) -> None:
+        self._make = make
+        self._made: tuple[EmailMessage, MimeMessage] | None = None
+
+    def make(self, message: EmailMessage) -> Callable[[], None]:
+        def work() -> None:
+            try:
+                self._made = (message, self._make(message))
+            except Exception:
+                self._made = None
+
+        return work
+
+    def take(self, message: EmailMessage) -> MimeMessage | None:
+        """The message composed ahead, if it was this one."""
+        made, self._made = self._made, None
+        return made[1] if made is not None and made[0] is message else None
 
 
 def _claim_next(session: Session, pending: list[str]) -> tuple[list[EmailMessage], list[str]]:

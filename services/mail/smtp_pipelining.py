@@ -17,7 +17,7 @@ import contextlib
 import io
 import re
 import smtplib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from email.generator import BytesGenerator
 from email.message import Message as MimeMessage
 from typing import Any
@@ -33,9 +33,17 @@ def can_pipeline(smtp: smtplib.SMTP) -> bool:
 
 
 def send_pipelined(
-    smtp: smtplib.SMTP, message: MimeMessage, sender: str, recipients: Sequence[str]
+    smtp: smtplib.SMTP,
+    message: MimeMessage,
+    sender: str,
+    recipients: Sequence[str],
+    meanwhile: Callable[[], object] | None = None,
 ) -> None:
-    """send_message(message, sender, recipients), with the envelope's commands pipelined."""
+    """send_message(message, sender, recipients), with the envelope's commands pipelined.
+
+    `meanwhile` is called once the message is written and before the server's reply to it
+    is read (not at all if the server refused the envelope): work the process can do while
+    the server takes the message, instead of waiting for it."""
     international = not all(address.isascii() for address in (sender, *recipients))
     if international and not smtp.has_extn("smtputf8"):
         raise smtplib.SMTPNotSupportedError(
@@ -84,6 +92,8 @@ def send_pipelined(
         raise smtplib.SMTPDataError(*data_reply)
 
     smtp.send(_LEADING_DOT.sub(b"..", data) + b"." + CRLF)
+    if meanwhile is not None:
+        meanwhile()
     done = smtp.getreply()
     if done[0] != 250:
         if done[0] == 421:

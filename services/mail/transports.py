@@ -8,7 +8,7 @@ import smtplib
 import ssl
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from email.message import Message as MimeMessage
 from pathlib import Path
@@ -21,7 +21,15 @@ from services.mail.smtp_pipelining import can_pipeline, send_pipelined
 class MailConnection(Protocol):
     # The envelope is given, not read back from the To and From headers: parsing them was a
     # few percent of delivering an email, and the caller has both addresses at hand.
-    def send(self, message: MimeMessage, sender: str, recipients: Sequence[str]) -> None: ...
+    # `meanwhile`, if given, is called once during the send, while the server takes the
+    # message where the connection can tell (smtp_pipelining.send_pipelined), else after.
+    def send(
+        self,
+        message: MimeMessage,
+        sender: str,
+        recipients: Sequence[str],
+        meanwhile: Callable[[], object] | None = None,
+    ) -> None: ...
 
 
 class MailTransport(Protocol):
@@ -35,14 +43,20 @@ class SmtpConnection:
         self.broken = False
         self._pipelined: bool | None = None  # known after the connection's EHLO
 
-    def send(self, message: MimeMessage, sender: str, recipients: Sequence[str]) -> None:
+    def send(
+        self,
+        message: MimeMessage,
+        sender: str,
+        recipients: Sequence[str],
+        meanwhile: Callable[[], object] | None = None,
+    ) -> None:
         try:
             if self._pipelined is None:
                 self._pipelined = can_pipeline(self._smtp)
             if self._pipelined:
-                send_pipelined(self._smtp, message, sender, recipients)
-            else:
-                self._smtp.send_message(message, sender, list(recipients))
+                send_pipelined(self._smtp, message, sender, recipients, meanwhile)
+                return
+            self._smtp.send_message(message, sender, list(recipients))
         except (smtplib.SMTPServerDisconnected, OSError):
             self.broken = True
             raise
@@ -52,6 +66,8 @@ class SmtpConnection:
         except smtplib.SMTPRecipientsRefused as exc:
             self.broken = any(code == 421 for code, _ in exc.recipients.values())
             raise
+        if meanwhile is not None:
+            meanwhile()
 
 
 # A kept connection idle longer than this is asked NOOP before it is used again: servers
@@ -165,7 +181,13 @@ class FileConnection:
     def __init__(self, folder: Path) -> None:
         self._folder = folder
 
-    def send(self, message: MimeMessage, sender: str, recipients: Sequence[str]) -> None:
+    def send(
+        self,
+        message: MimeMessage,
+        sender: str,
+        recipients: Sequence[str],
+        meanwhile: Callable[[], object] | None = None,
+    ) -> None:
         address = recipients[0] if recipients else ""
         key = str(message["X-Clientflow-Idempotency-Key"])[:10]
         name = _UNSAFE.sub("_", f"{message['X-Clientflow-Template']}__{address}__{key}.eml")
@@ -174,6 +196,8 @@ class FileConnection:
         partial.write_bytes(message.as_bytes())
         # Rename is atomic: a reader never sees half an email.
         os.replace(partial, target)
+        if meanwhile is not None:
+            meanwhile()
 
 
 class FileTransport:
