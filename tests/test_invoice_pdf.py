@@ -21,7 +21,7 @@ from models.billing import Invoice
 from models.settings import get_settings
 from services.db import SessionFactory
 from services.invoice_pdf.document import Company, invoice_pdf
-from services.invoice_pdf.fonts import printable
+from services.invoice_pdf.fonts import covered, printable
 from services.mail.attachments import pdf_filename
 from services.mail.delivery import deliver_messages
 from services.mail.resend import resend
@@ -296,6 +296,10 @@ def test_file_names_keep_only_safe_characters() -> None:
 
 
 def test_printable_keeps_what_the_fonts_draw_and_replaces_the_rest() -> None:
+    ascii_printable = "".join(chr(code) for code in range(0x20, 0x7F))
+    assert all(ord(char) in covered() for char in ascii_printable)  # printable's fast path
+    assert printable(ascii_printable) == ascii_printable
+    assert printable("a\tb\r\nc") == "a b  c"
     assert printable("Zoë £ € Łukasz Ωμέγα Жук") == "Zoë £ € Łukasz Ωμέγα Жук"
     assert printable("日本\n🙂") == "?? ?"
 
