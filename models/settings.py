@@ -185,6 +185,14 @@ class Settings(BaseSettings):
         "killed at the wrong instant); the relay stages a new one. Must exceed "
         "redis_visibility_timeout, the longest a live task can be held by a dead worker.",
     )
+    sent_record_commit: Literal["synchronous", "asynchronous"] = Field(
+        default="synchronous",
+        description="How PostgreSQL commits the record of each email the mail server accepted: "
+        "synchronous (on disk before it counts), or asynchronous (synchronous_commit off for that "
+        "statement alone: more emails a second; a crash of the database server, not of a worker, "
+        "may lose the last ~0.6 s of records, whose emails are then sent again after their "
+        "lease: duplicates, never losses).",
+    )
     sending_lease_seconds: float = Field(
         default=300.0,
         description="An email claimed for sending longer than this is taken as abandoned "

@@ -8,7 +8,7 @@ inside a test's transaction, where records wait for their commit as before).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from smtp_sink import SmtpSink
@@ -19,6 +19,7 @@ from worker_process import wait_until
 from models import EmailMessage
 from models.emails import EmailStatus
 from models.engine import make_engine
+from models.settings import get_settings
 from services.db import SessionFactory, make_session_factory, statement_at_a_time
 from services.mail import sent_records
 from services.mail.delivery import deliver_messages
@@ -152,3 +153,49 @@ def test_any_statement_on_the_connection_reads_the_pending_reply_first(
         assert (status, sent) == (EmailStatus.SENT, [first])
         records.add(second)
     assert sent == [first, second]
+
+
+# Writes, into the row it records, how its transaction is to commit: what the sent record's
+# statement set for itself, seen from inside it.
+COMMIT_SEEN = """
+CREATE FUNCTION commit_seen() RETURNS trigger AS $$
+BEGIN
+  NEW.last_error := 'synchronous_commit=' || current_setting('synchronous_commit');
+  RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER commit_seen BEFORE UPDATE ON email_messages
+  FOR EACH ROW WHEN (NEW.status = 'sent') EXECUTE FUNCTION commit_seen();
+"""
+
+
+@pytest.fixture(params=["synchronous", "asynchronous"])
+def record_commit(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("CLIENTFLOW_SENT_RECORD_COMMIT", request.param)
+    get_settings.cache_clear()
+    yield str(request.param)
+    get_settings.cache_clear()  # the next test reads the environment as it was
+
+
+def test_an_asynchronous_record_commits_so_alone_and_the_connection_keeps_its_setting(
+    new_postgres_database: Callable[[], str], smtp: SmtpSink, record_commit: str
+) -> None:
+    engine = make_engine(new_postgres_database())  # its own: the trigger stays in it
+    factory = make_session_factory(engine)
+    with engine.begin() as connection:
+        connection.execute(text(COMMIT_SEEN))
+    ids = queue_emails(factory, 3)
+
+    report = deliver_messages(ids, factory, SmtpTransport(smtp.url), "b@host.example", 3)
+
+    assert report.sent == ids
+    assert statuses(factory, ids) == [(EmailStatus.SENT, True)] * 3
+    with factory() as session:
+        seen = set(session.scalars(select(EmailMessage.last_error)))
+    assert seen == {"synchronous_commit=" + ("off" if record_commit == "asynchronous" else "on")}
+    # The setting was the record's transaction's alone: the pool's connections, which the
+    # next event's transaction takes, commit as the database says.
+    with statement_at_a_time(factory)() as session:
+        assert session.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
+    with factory() as session:
+        assert session.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
+    engine.dispose()

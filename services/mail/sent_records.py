@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from models.base import table_of, utcnow
 from models.emails import EmailMessage, EmailStatus
+from models.settings import get_settings
 from services.db import commits_each_statement, done
 
 RECORD_SENT_ATTEMPTS = 5
@@ -38,7 +39,14 @@ _MARK_SENT = (
 _MARK_SENT_SQL = (
     b"UPDATE email_messages SET status = '"
     + EmailStatus.SENT.encode()
-    + b"', sent_at = $2, last_error = NULL, updated_at = $2 WHERE id = $1"
+    + b"', sent_at = $2, last_error = NULL, updated_at = $2 WHERE email_messages.id = $1"
+)
+# CLIENTFLOW_SENT_RECORD_COMMIT=asynchronous: the same, committed without waiting for its WAL
+# flush. set_config(..., true) is local to the statement's own transaction (each commits by
+# itself here), so the connection, which events use next, keeps the database's setting.
+_MARK_SENT_ASYNCHRONOUSLY_SQL = _MARK_SENT_SQL.replace(
+    b" WHERE ",
+    b" FROM (SELECT set_config('synchronous_commit', 'off', true)) AS asynchronous WHERE ",
 )
 
 
@@ -78,6 +86,12 @@ class SentRecords:
         self._session = session
         self._sent = sent
         self._overlap = commits_each_statement(session) and _driver(session) == "psycopg"
+        # Read here, like the attachments' setting (services.mail.attachments): the process's.
+        self._statement = (
+            _MARK_SENT_ASYNCHRONOUSLY_SQL
+            if get_settings().sent_record_commit == "asynchronous"
+            else _MARK_SENT_SQL
+        )
         # The message whose record is on the wire, and the connection it went on.
         self._pending: tuple[str, pq.abc.PGconn] | None = None
         # The connections whose statements settle first, until the delivery ends.
@@ -114,7 +128,7 @@ class SentRecords:
         pgconn = _pgconn(connection)
         try:
             pgconn.send_query_params(
-                _MARK_SENT_SQL, [message_id.encode(), utcnow().isoformat().encode()]
+                self._statement, [message_id.encode(), utcnow().isoformat().encode()]
             )
             _flush(pgconn)
         except psycopg.Error:
