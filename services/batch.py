@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from models.company import CompanyLike
-from models.contracts import EVENTS, AddClient, Event
+from models.contracts import EVENTS, AddClient, Event, SendNotification
 from services.clients import add_clients, check_new_client, taken_clients
 from services.context import HandlerContext
 from services.db import SessionFactory, UnitOfWork
@@ -38,6 +38,7 @@ from services.dispatch import (
 from services.errors import Rejected, Transient
 from services.inbox import claim_events
 from services.mail.queue import DeliverNow, EmailQueue
+from services.notifications import check_notification, send_notifications, unknown_clients
 from services.opt_outs import DEFAULT_OPT_OUTS, OptOutPolicy
 from services.outbox import Publish
 
@@ -65,6 +66,13 @@ TOGETHER: dict[type[Event], Together] = {
         refusals=taken_clients,
         apply=add_clients,
         keys=lambda event: (f"id:{event.client_id}", f"email:{event.email.lower()}"),
+    ),
+    # Each sends on its own account: none depends on another, even for the same client.
+    SendNotification: Together(
+        check=check_notification,
+        refusals=unknown_clients,
+        apply=send_notifications,
+        keys=lambda event: (),
     ),
 }
 

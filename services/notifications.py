@@ -1,7 +1,14 @@
-"""notifications.send: one email per routed recipient, rendered now, delivered after commit."""
+"""notifications.send: one email per routed recipient, rendered now, delivered after commit;
+alone, or several together (services/batch.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from models.clients import Client
 from models.contracts import SendNotification
 from services.actors import authorize
 from services.context import HandlerContext
@@ -9,7 +16,52 @@ from services.routing import route_recipients
 
 
 def send_notification(ctx: HandlerContext, event: SendNotification) -> None:
-    client = ctx.client(event.client_id)
+    _queue_emails(ctx, event, ctx.client(event.client_id))
+
+
+def check_notification(ctx: HandlerContext, event: SendNotification) -> None:
+    """What refuses a notification before its client is read: only admin and system send."""
+    authorize(ctx.task_name, event, None)
+
+
+def unknown_clients(session: Session, events: Sequence[SendNotification]) -> dict[str, str]:
+    """The notifications whose client is not there (yet), by event id: each goes on its own,
+    to wait for its client as it would have."""
+    wanted = {event.client_id for event in events}
+    present = set(session.scalars(select(Client.id).where(Client.id.in_(wanted))))
+    return {
+        event.event_id: f"unknown client {event.client_id!r}"
+        for event in events
+        if event.client_id not in present
+    }
+
+
+def send_notifications(pairs: Sequence[tuple[HandlerContext, SendNotification]]) -> None:
+    """Several at once: their clients and contacts in two statements for all, each client
+    row-locked as HandlerContext.client locks one (in id order, so two batches sharing
+    clients lock them in the same order and never deadlock)."""
+    if not pairs:
+        return
+    session = pairs[0][0].session
+    clients = {
+        client.id: client
+        for client in session.scalars(
+            select(Client)
+            .where(Client.id.in_({event.client_id for _, event in pairs}))
+            .order_by(Client.id)
+            .with_for_update(key_share=True)
+            .options(selectinload(Client.contacts))
+            .execution_options(populate_existing=True)
+        )
+    }
+    for ctx, event in pairs:
+        # Not among them only if it went since unknown_clients looked: asked alone, it
+        # raises UnknownReference, and every event of the batch is applied on its own.
+        client = clients.get(event.client_id) or ctx.client(event.client_id)
+        _queue_emails(ctx, event, client)
+
+
+def _queue_emails(ctx: HandlerContext, event: SendNotification, client: Client) -> None:
     authorize(ctx.task_name, event, client)
     for recipient in route_recipients(client, event.category, ctx.opt_outs.required):
         ctx.emails.queue(

@@ -21,6 +21,7 @@ from rabbitmq_server import Vhost
 from smtp_sink import SmtpSink
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from test_invoice_worker import load
 from worker_process import WorkerProcess, worker_fixture
 
 from models.clients import Client, Contact
@@ -163,3 +164,32 @@ def test_a_backlog_on_rabbitmq_is_applied_in_batches_with_every_outcome_kept(
     rabbit_stopped_worker: WorkerProcess, smtp: SmtpSink
 ) -> None:
     run_backlog(rabbit_stopped_worker, smtp)
+
+
+def test_a_backlog_of_notifications_is_sent_in_batches_each_email_once(
+    stopped_worker: WorkerProcess, smtp: SmtpSink
+) -> None:
+    worker = stopped_worker
+    notifications, contacts = 40, 3
+    for number in range(notifications):
+        load(worker, "clients.add", payloads.client(f"N{number:02d}", send_welcome=False))
+        for contact in range(contacts):
+            contact_id = f"K{number:02d}x{contact}"
+            load(worker, "contacts.add", payloads.contact(contact_id, f"N{number:02d}", "general"))
+    events = [payloads.notification(f"N{number:02d}") for number in range(notifications)]
+    for payload in events:
+        worker.publish("notifications.send", payload)
+    worker.start()
+
+    worker.wait_applied(*(p["event_id"] for p in events))
+    emails = notifications * (contacts + 1)
+    received = smtp.wait_for(emails, timeout=60)
+    counts = Counter(address.lower() for m in received for address in m.rcpt_tos)
+    assert len(counts) == emails
+    assert set(counts.values()) == {1}, counts.most_common(3)
+    worker.wait_no_email_owed()
+    together = re.findall(
+        r"(\d+) of \d+ notifications\.send events applied together", worker.log_text()
+    )
+    assert together, worker.log_tail()
+    assert max(int(n) for n in together) > 1
