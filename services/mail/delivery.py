@@ -159,7 +159,7 @@ def _send(
                 with critical():
                     try:
                         connection.send(
-                            mime or compose(message, *sender, files),
+                            mime if mime is not None else compose(message, *sender, files),
                             envelope_from,
                             [envelope_recipient(message)],
                             meanwhile=upcoming.make(claimed[0]) if claimed else None,
