@@ -16,6 +16,7 @@ import pytest
 from smtp_sink import SmtpSink
 
 from services.mail.compose import POLICY
+from services.mail.smtp_pipelining import Envelope
 from services.mail.transports import MailConnection, SmtpConnection, SmtpTransport
 
 SENDER = "billing@host.example"
@@ -158,3 +159,101 @@ def test_no_work_meanwhile_for_a_message_refused_before_it_is_written(
             meanwhile=lambda: ran.append("ran"),
         )  # fmt: skip
     assert ran == []
+
+
+def chain(connection: MailConnection, mimes: list[MIMEText], recipients: list[str]) -> list[Any]:
+    """Send each email with the next one's envelope as `then`, as delivery does; what each
+    send raised (None when it went out)."""
+    outcomes: list[Any] = []
+    for index, (mime, to) in enumerate(zip(mimes, recipients, strict=True)):
+        then = (
+            Envelope(mimes[index + 1], SENDER, [recipients[index + 1]])
+            if index + 1 < len(mimes)
+            else None
+        )
+        try:
+            connection.send(mime, SENDER, [to], then=then)
+            outcomes.append(None)
+        except smtplib.SMTPException as exc:
+            outcomes.append(type(exc))
+    return outcomes
+
+
+def test_emails_sent_with_the_next_envelope_ahead_arrive_as_send_message_writes_them(
+    connection: MailConnection, smtp: SmtpSink
+) -> None:
+    bodies = [".first\n..dots\n", "second\n.\n", "third, no newline"]
+    mimes = [message(body) for body in bodies]
+    recipients = ["a@example.com", "b@example.com", "c@example.com"]
+    assert chain(connection, mimes, recipients) == [None, None, None]
+    received = smtp.wait_for(3)
+    assert [r.rcpt_tos for r in received] == [[to] for to in recipients]
+    for mime, arrived in zip(mimes, received, strict=True):
+        assert arrived.data.rstrip(b"\r\n") == mime.as_bytes(
+            policy=POLICY.clone(linesep="\r\n")
+        ).rstrip(b"\r\n")
+    assert isinstance(connection, SmtpConnection)
+    assert connection.reusable
+
+
+def test_a_refused_message_with_the_next_envelope_behind_it_is_refused_alike_and_the_next_goes(
+    connection: MailConnection, smtp: SmtpSink
+) -> None:
+    smtp.temp_fail_data = 1
+    outcomes = chain(connection, [message(), message()], ["a@example.com", "b@example.com"])
+    assert outcomes == [smtplib.SMTPDataError, None]
+    assert [r.rcpt_tos for r in smtp.wait_for(1)] == [["b@example.com"]]
+    assert [r.rcpt_tos for r in smtp.refused] == [["a@example.com"]]
+    connection.send(message(), SENDER, ["c@example.com"])  # and the connection sends on
+    assert len(smtp.wait_for(2)) == 2
+
+
+def test_a_recipient_refused_in_an_envelope_written_ahead_is_its_own_emails_refusal(
+    connection: MailConnection, smtp: SmtpSink
+) -> None:
+    smtp.fail_rcpt["gone@example.com"] = "550 5.1.1 No such user"
+    recipients = ["a@example.com", "gone@example.com", "c@example.com"]
+    outcomes = chain(connection, [message(), message(), message()], recipients)
+    assert outcomes == [None, smtplib.SMTPRecipientsRefused, None]
+    assert [r.rcpt_tos for r in smtp.wait_for(2)] == [["a@example.com"], ["c@example.com"]]
+
+
+def test_a_next_email_that_cannot_be_written_is_not_written_ahead_and_fails_in_its_turn(
+    connection: MailConnection, smtp: SmtpSink
+) -> None:
+    # A non-ASCII local part cannot be flattened by compat32 (see above): the first email
+    # goes out alone, the second fails as it does on its own, the third goes out.
+    first, unwritable, third = message(), message(to="zoë@example.com"), message()
+    connection.send(
+        first, SENDER, ["a@example.com"], then=Envelope(unwritable, SENDER, ["zoë@example.com"])
+    )
+    with pytest.raises(TypeError, match="utf8"):
+        connection.send(
+            unwritable, SENDER, ["zoë@example.com"], then=Envelope(third, SENDER, ["c@example.com"])
+        )
+    connection.send(third, SENDER, ["c@example.com"])
+    assert [r.rcpt_tos for r in smtp.wait_for(2)] == [["a@example.com"], ["c@example.com"]]
+
+
+def test_a_connection_left_waiting_for_an_email_written_ahead_is_closed_not_kept(
+    smtp: SmtpSink, pipelining: bool
+) -> None:
+    transport = SmtpTransport(smtp.url)
+    second = message()
+    with transport.connect() as connection:
+        connection.send(
+            message(), SENDER, ["a@example.com"], then=Envelope(second, SENDER, ["b@example.com"])
+        )
+        assert isinstance(connection, SmtpConnection)
+        assert connection.reusable is not pipelining
+        if pipelining:
+            # Another email instead of the one written ahead: refused, the connection closed
+            # (the server would take this one's content for the other's).
+            with pytest.raises(smtplib.SMTPServerDisconnected):
+                connection.send(message(), SENDER, ["c@example.com"])
+            assert connection.broken
+    with transport.connect() as connection:  # a new connection where the last was closed
+        connection.send(message(), SENDER, ["d@example.com"])
+    transport.close()
+    assert smtp.connections == (2 if pipelining else 1)
+    assert [r.rcpt_tos for r in smtp.wait_for(2)] == [["a@example.com"], ["d@example.com"]]

@@ -18,6 +18,7 @@ from services.db import SessionFactory, done, statement_at_a_time
 from services.mail.attachments import InvoiceAttachments
 from services.mail.compose import compose, envelope_recipient, envelope_sender
 from services.mail.sent_records import SentRecords
+from services.mail.smtp_pipelining import Envelope
 from services.mail.transports import MailTransport
 
 # What composing or flattening a message raises for content the email package refuses (a
@@ -156,13 +157,19 @@ def _send(
                 # Before the critical section: writing a PDF is no reason to hold off a
                 # termination, and a message interrupted here was not sent.
                 files = attachments.for_message(message) if mime is None else ()
+                if claimed:
+                    # The next email, composed now if it was not while the one before was
+                    # sent, so that its envelope can go with this one.
+                    upcoming.make(claimed[0])()
+                then = upcoming.envelope(claimed[0], envelope_from) if claimed else None
                 with critical():
                     try:
                         connection.send(
                             mime if mime is not None else compose(message, *sender, files),
                             envelope_from,
                             [envelope_recipient(message)],
-                            meanwhile=upcoming.make(claimed[0]) if claimed else None,
+                            meanwhile=upcoming.make(claimed[1]) if len(claimed) > 1 else None,
+                            then=then,
                         )
                     except (smtplib.SMTPException, OSError, *COMPOSE_ERRORS) as exc:
                         # One message's failure; the rest of the batch still goes out
@@ -186,9 +193,13 @@ def _send(
 
 
 class Upcoming:
-    """The next message of a delivery, composed (its PDF made) while the server takes the one
-    before it: the SMTP connection calls `make`'s work between writing a message and reading
-    the server's reply to it, time the process otherwise spends waiting.
+    """The next two messages of a delivery, composed (their PDFs made) ahead of their turn.
+
+    The next one's envelope goes out with the current one's content (smtp_pipelining: one
+    round trip per email), so it is composed before the current one is sent; the one after
+    it is composed while the server takes the current one: the SMTP connection calls `make`'s
+    work between writing a message and reading the server's reply to it, time the process
+    otherwise spends waiting.
 
     Only ahead of time, never instead: work that fails leaves nothing made, and the message
     is composed again in its turn, where its failure is recorded as before. It runs inside
@@ -198,21 +209,32 @@ class Upcoming:
 
     def __init__(self, make: Callable[[EmailMessage], MimeMessage]) -> None:
         self._make = make
-        self._made: tuple[EmailMessage, MimeMessage] | None = None
+        self._made: list[tuple[EmailMessage, MimeMessage]] = []
 
     def make(self, message: EmailMessage) -> Callable[[], None]:
         def work() -> None:
+            if self._find(message) is not None:
+                return
             try:
-                self._made = (message, self._make(message))
+                self._made.append((message, self._make(message)))
             except Exception:
-                self._made = None
+                return
 
         return work
 
+    def envelope(self, message: EmailMessage, sender: str) -> Envelope | None:
+        """The message's envelope, if it was composed ahead: to be written ahead."""
+        mime = self._find(message)
+        return None if mime is None else Envelope(mime, sender, [envelope_recipient(message)])
+
     def take(self, message: EmailMessage) -> MimeMessage | None:
-        """The message composed ahead, if it was this one."""
-        made, self._made = self._made, None
-        return made[1] if made is not None and made[0] is message else None
+        """The message composed ahead, if it was."""
+        mime = self._find(message)
+        self._made = [made for made in self._made if made[0] is not message]
+        return mime
+
+    def _find(self, message: EmailMessage) -> MimeMessage | None:
+        return next((mime for made, mime in self._made if made is message), None)
 
 
 def _claim_next(session: Session, pending: list[str]) -> tuple[list[EmailMessage], list[str]]:

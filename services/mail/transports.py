@@ -15,20 +15,23 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from services.mail.smtp_pipelining import can_pipeline, send_pipelined
+from services.mail.smtp_pipelining import Envelope, Pipeline, can_pipeline
 
 
 class MailConnection(Protocol):
     # The envelope is given, not read back from the To and From headers: parsing them was a
     # few percent of delivering an email, and the caller has both addresses at hand.
     # `meanwhile`, if given, is called once during the send, while the server takes the
-    # message where the connection can tell (smtp_pipelining.send_pipelined), else after.
+    # message where the connection can tell (smtp_pipelining.Pipeline), else after.
+    # `then`, if given, is the email the caller sends next on this connection (and it must):
+    # a connection that can writes its envelope ahead, with this email.
     def send(
         self,
         message: MimeMessage,
         sender: str,
         recipients: Sequence[str],
         meanwhile: Callable[[], object] | None = None,
+        then: Envelope | None = None,
     ) -> None: ...
 
 
@@ -42,6 +45,13 @@ class SmtpConnection:
         # The server hung up or said it is closing (421): not a connection to keep.
         self.broken = False
         self._pipelined: bool | None = None  # known after the connection's EHLO
+        self._pipeline = Pipeline(smtp)
+
+    @property
+    def reusable(self) -> bool:
+        """Not broken, and not waiting for the content of an email whose envelope was
+        written ahead (a caller that did not send it): a connection to keep."""
+        return not self.broken and not self._pipeline.ahead
 
     def send(
         self,
@@ -49,12 +59,13 @@ class SmtpConnection:
         sender: str,
         recipients: Sequence[str],
         meanwhile: Callable[[], object] | None = None,
+        then: Envelope | None = None,
     ) -> None:
         try:
             if self._pipelined is None:
                 self._pipelined = can_pipeline(self._smtp)
             if self._pipelined:
-                send_pipelined(self._smtp, message, sender, recipients, meanwhile)
+                self._pipeline.send(message, sender, recipients, meanwhile, then)
                 return
             self._smtp.send_message(message, sender, list(recipients))
         except (smtplib.SMTPServerDisconnected, OSError):
@@ -111,7 +122,7 @@ class SmtpTransport:
         except BaseException:
             _close(smtp)
             raise
-        if connection.broken:
+        if not connection.reusable:
             _close(smtp)
         else:
             self._keep(smtp)
@@ -187,6 +198,7 @@ class FileConnection:
         sender: str,
         recipients: Sequence[str],
         meanwhile: Callable[[], object] | None = None,
+        then: Envelope | None = None,
     ) -> None:
         address = recipients[0] if recipients else ""
         key = str(message["X-Clientflow-Idempotency-Key"])[:10]
