@@ -43,6 +43,22 @@ def test_non_ascii_names_subjects_and_bodies_read_back_as_written() -> None:
     assert message.get_body(("html",)).get_content() == "<p>Merci, Zoë</p>"
 
 
+@pytest.mark.parametrize("length", range(1, 61))
+@pytest.mark.parametrize("characters", ["é", "€", "😀", "a€é😀", "£ "])
+def test_a_non_ascii_subject_of_any_length_reads_back_on_lines_of_76_at_most(
+    characters: str, length: int
+) -> None:
+    # Every length of one-, two-, three- and four-byte characters, so that each place a
+    # word can end falls inside a character somewhere.
+    subject = (characters * length)[:length]
+    raw = compose(row(subject=subject), "billing@host.example").as_bytes()
+    lines = raw.split(b"\n\n", 1)[0].decode("ascii").split("\n")
+    first = next(i for i, line in enumerate(lines) if line.startswith("Subject: "))
+    after = next(i for i in range(first + 1, len(lines)) if not lines[i].startswith(" "))
+    assert max(len(line) for line in lines[first:after]) <= 76
+    assert email.message_from_bytes(raw, policy=email.policy.default)["Subject"] == subject
+
+
 @pytest.mark.parametrize(
     "field", ["subject", "to_name", "template", "event_id", "list_unsubscribe"]
 )
