@@ -1,14 +1,16 @@
 """Summarise a py-spy raw (collapsed stacks) profile of a Celery worker's pool processes.
 
     .venv/bin/python bench/run.py --quick --only clients_add --profile-clients-add /tmp/p.raw
-    .venv/bin/python bench/profile_summary.py /tmp/p.raw [--top 15] [--below trace_task]
+    .venv/bin/python bench/profile_summary.py /tmp/p.raw [--top 15] [--below FRAME ...]
 
 py-spy's `record --subprocesses --format raw` writes one line per distinct stack, root first,
 frames joined by ";" (the first ones naming the process: the worker, then the pool process
 forked from it), then the number of samples. This keeps the
-pool processes (those running billiard's `workloop`), cuts each stack at the frame matching
---below (by default Celery's `trace_task`, where a task's own work starts; samples outside it
-are the pool waiting for work or talking to its parent), and lists the functions with the most
+pool processes (those running billiard's `workloop`), cuts each stack at the first frame
+matching one of --below (by default Celery's `trace_task`, where a task's own work starts,
+and workers/batching.py's `run_together`, where a batch of events is applied outside any
+task's trace; samples outside both are the pool waiting for work or talking to its parent),
+and lists the functions with the most
 samples: by own+child time (the function anywhere in the stack, counted once per stack) and by
 own time (the function at the top). Line numbers are dropped, so a function is one entry.
 """
@@ -41,7 +43,11 @@ def function(frame: str) -> str:
     return _LINE.sub(")", frame)
 
 
-def parse(path: Path, below: str | None) -> Profile:
+# Where a task's own work starts in a pool process: a task, or a batch of events.
+WORK_STARTS = ("trace_task (celery/app/trace.py", "run_together (workers/batching.py")
+
+
+def parse(path: Path, below: tuple[str, ...]) -> Profile:
     stacks: dict[str, list[tuple[list[str], int]]] = defaultdict(list)
     for line in path.read_text(errors="replace").splitlines():
         stack, _, number = line.rpartition(" ")
@@ -60,8 +66,10 @@ def parse(path: Path, below: str | None) -> Profile:
         profile.processes[process] = sum(count for _, count in found)
         for frames, count in found:
             profile.samples += count
-            if below is not None:
-                cut = next((i for i, f in enumerate(frames) if below in f), None)
+            if below:
+                cut = next(
+                    (i for i, f in enumerate(frames) if any(mark in f for mark in below)), None
+                )
                 if cut is None:
                     profile.outside += count
                     continue
@@ -74,16 +82,17 @@ def parse(path: Path, below: str | None) -> Profile:
     return profile
 
 
-def report(profile: Profile, top: int, below: str | None) -> str:
+def report(profile: Profile, top: int, below: tuple[str, ...]) -> str:
     if not profile.samples:
         return "no pool-process samples found"
     out = [
         f"pool processes: {', '.join(f'{p} ({n:,} samples)' for p, n in profile.processes.items())}"
     ]
-    if below is not None:
+    if below:
         inside = profile.samples - profile.outside
+        where = " or ".join(mark.split(" (")[0] for mark in below)
         out.append(
-            f"inside {below.split(' (')[0]}: {inside:,} of {profile.samples:,} samples "
+            f"inside {where}: {inside:,} of {profile.samples:,} samples "
             f"({inside / profile.samples:.0%}); the rest is the pool waiting for work or "
             "talking to its parent. Percentages below are of all pool samples."
         )
@@ -100,11 +109,12 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument(
         "--below",
-        default="trace_task (celery/app/trace.py",
-        help="cut stacks at the first frame containing this ('' keeps whole stacks)",
+        nargs="*",
+        default=list(WORK_STARTS),
+        help="cut stacks at the first frame containing one of these (none: whole stacks)",
     )
     args = parser.parse_args()
-    below = args.below or None
+    below = tuple(mark for mark in args.below if mark)
     print(report(parse(args.raw, below), args.top, below))
 
 
