@@ -76,6 +76,14 @@ class _Policy(Compat32):
             and len(name) + 2 + len(value) <= 998
         )
 
+    def _written_here(self, name: str, value: object) -> bool:
+        """Written by fold itself, in ASCII, without compat32's folding."""
+        return (
+            isinstance(value, EncodedWords)
+            or self._fits(name, value)
+            or self._unfoldable(name, value)
+        )
+
     def fold(self, name: str, value: str) -> str:
         if isinstance(value, EncodedWords):
             return f"{name}: " + f"{self.linesep} ".join(value.split(" ")) + self.linesep
@@ -84,9 +92,7 @@ class _Policy(Compat32):
         return super().fold(name, value)
 
     def fold_binary(self, name: str, value: str) -> bytes:
-        if isinstance(value, EncodedWords) or self._fits(name, value):
-            return self.fold(name, value).encode("ascii")
-        if self._unfoldable(name, value):
+        if self._written_here(name, value):
             return self.fold(name, value).encode("ascii")
         return super().fold_binary(name, value)
 

@@ -157,11 +157,12 @@ def _send(
                 # Before the critical section: writing a PDF is no reason to hold off a
                 # termination, and a message interrupted here was not sent.
                 files = attachments.for_message(message) if mime is None else ()
+                then = None
                 if claimed:
                     # The next email, composed now if it was not while the one before was
                     # sent, so that its envelope can go with this one.
                     upcoming.make(claimed[0])()
-                then = upcoming.envelope(claimed[0], envelope_from) if claimed else None
+                    then = upcoming.envelope(claimed[0], envelope_from)
                 with critical():
                     try:
                         connection.send(

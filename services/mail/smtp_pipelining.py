@@ -46,9 +46,7 @@ class _Outgoing:
     """An email ready for the wire: its envelope's commands, and its content as written
     after the 354 (dots doubled, the closing dot line included)."""
 
-    message: MimeMessage
-    sender: str
-    recipients: tuple[str, ...]
+    envelope: Envelope
     commands: bytes
     content: bytes
 
@@ -88,16 +86,18 @@ class Pipeline:
         to it is read (not at all if the server refused the envelope): work the process can
         do while the server takes the message, instead of waiting for it."""
         ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead.message is not message:
+        if ahead is None:
+            outgoing = _prepare(self.smtp, Envelope(message, sender, recipients))
+            self.smtp.send(outgoing.commands)
+        elif ahead.envelope.message is message:
+            outgoing = ahead
+        else:
             # The server is waiting for another email's content: nothing else can follow.
             self.smtp.close()
             raise smtplib.SMTPServerDisconnected(
                 "closed: the connection was waiting for another email's content"
             )
-        outgoing = ahead or _prepare(self.smtp, Envelope(message, sender, recipients))
-        if ahead is None:
-            self.smtp.send(outgoing.commands)
-        self._envelope_accepted(outgoing)
+        self._envelope_accepted(outgoing.envelope)
 
         following = self._prepared(then)
         self.smtp.send(outgoing.content + (following.commands if following else b""))
@@ -115,15 +115,15 @@ class Pipeline:
                 _reset(self.smtp)
             raise smtplib.SMTPDataError(*done)
 
-    def _envelope_accepted(self, outgoing: _Outgoing) -> None:
+    def _envelope_accepted(self, envelope: Envelope) -> None:
         """Read the replies to MAIL, each RCPT and DATA; raise as send_message would."""
         smtp = self.smtp
         mail = smtp.getreply()
         if mail[0] == 421:
             smtp.close()
-            raise smtplib.SMTPSenderRefused(*mail, outgoing.sender)
+            raise smtplib.SMTPSenderRefused(*mail, envelope.sender)
         refused: dict[str, tuple[int, bytes]] = {}
-        for address in outgoing.recipients:
+        for address in envelope.recipients:
             code, text = smtp.getreply()
             if code not in (250, 251):
                 refused[address] = (code, text)
@@ -134,7 +134,7 @@ class Pipeline:
         if data_reply[0] == 421:
             smtp.close()
             raise smtplib.SMTPDataError(*data_reply)
-        everyone_refused = len(refused) == len(outgoing.recipients)
+        everyone_refused = len(refused) == len(envelope.recipients)
         if data_reply[0] == 354 and (mail[0] != 250 or everyone_refused):
             # A server that should have refused DATA (no sender, no recipient) but did not:
             # end the empty message it is waiting for, and let its reply go.
@@ -142,7 +142,7 @@ class Pipeline:
             smtp.getreply()
         if mail[0] != 250:
             _reset(smtp)
-            raise smtplib.SMTPSenderRefused(*mail, outgoing.sender)
+            raise smtplib.SMTPSenderRefused(*mail, envelope.sender)
         if everyone_refused:
             _reset(smtp)
             raise smtplib.SMTPRecipientsRefused(refused)
@@ -177,9 +177,7 @@ def _prepare(smtp: smtplib.SMTP, envelope: Envelope) -> _Outgoing:
     commands += [f"RCPT TO:{smtplib.quoteaddr(address)}" for address in recipients]
     commands.append("DATA")
     return _Outgoing(
-        message,
-        sender,
-        tuple(recipients),
+        envelope,
         "".join(f"{command}\r\n" for command in commands).encode(
             "utf-8" if international else "ascii"
         ),
