@@ -89,6 +89,7 @@ from bench.harness import (  # noqa: E402
 )
 from bench.sink import Sink  # noqa: E402
 from models.settings import Settings  # noqa: E402
+from services.invoice_mail import ATTACHES_PDF  # noqa: E402
 from workers import migrate  # noqa: E402
 from workers.app import create_app  # noqa: E402
 
@@ -423,6 +424,8 @@ def phase_smtp(ctx: Context) -> None:
         with smtplib.SMTP("127.0.0.1", sink.port, timeout=30) as client:
             client.ehlo()
             started = time.perf_counter()
+            # This thread's CPU, not the process's: Rich redraws the progress in another.
+            client_cpu, sink_cpu = time.thread_time(), process_seconds(sink.pid)
             box = started + (ctx.box("smtp") or math.inf)
             sent = 0
             for i in range(n):
@@ -437,6 +440,8 @@ def phase_smtp(ctx: Context) -> None:
                 if i % 100 == 0:
                     ctx.runner.progress.update(task, completed=i)
             seconds = time.perf_counter() - started
+            client_cpu = time.thread_time() - client_cpu
+            sink_cpu = process_seconds(sink.pid) - sink_cpu
         received = sink.received()
     finally:
         sink.stop()
@@ -451,6 +456,12 @@ def phase_smtp(ctx: Context) -> None:
         "seconds": round(seconds, 3),
         "rate_per_s": round(sent / seconds, 2),
         "sink": sink.kind,
+        # An email sent with nothing else done: what any sender pays per message (the
+        # invoice run's bound, in bounds()).
+        "cpu_ms_per_message": {
+            "client": round(client_cpu / max(sent, 1) * 1000, 3),
+            "sink": round(sink_cpu / max(sent, 1) * 1000, 3),
+        },
     }
 
 
@@ -740,9 +751,17 @@ def phase_invoice_run(ctx: Context) -> None:
         row = conn.execute(
             "SELECT status, error, counts FROM scheduled_runs ORDER BY id DESC LIMIT 1"
         ).fetchone()
+        # The PDFs the workers made: one per invoice whose emails attach it (a delivery batch
+        # makes an invoice's once for all its recipients).
+        pdfs, attaching = conn.execute(
+            "SELECT count(DISTINCT invoice_id), count(*) FROM email_messages"
+            " WHERE template = ANY(%s) AND invoice_id IS NOT NULL AND status = 'sent'",
+            (sorted(ATTACHES_PDF),),
+        ).fetchone() or (0, 0)
     status, error, counts = row if row else ("missing", None, {})
     if status != "succeeded" and not timing.partial:
         raise RuntimeError(f"the invoice run ended {status}: {error}")
+    pdf = pdf_cost()
     ctx.results["invoice_run"] = {
         "invoices": invoices,
         "clients": clients,
@@ -750,8 +769,26 @@ def phase_invoice_run(ctx: Context) -> None:
         # Publish to the last email; unknown when time-boxed (the run was cut off).
         "invoices_per_s": None if timing.partial else round(invoices / timing.seconds, 2),
         "queries_per_batch": (counts or {}).get("queries_per_batch"),
+        "pdf": {
+            "made": pdfs,
+            "emails_attaching": attaching,
+            "cpu_ms_each": pdf["cpu_ms"],
+            "bytes": pdf["bytes"],
+            "cpu_ms_per_email": round(pdf["cpu_ms"] * pdfs / max(timing.done, 1), 3),
+        },
         **timing.as_json(),
     }
+
+
+def pdf_cost() -> dict[str, Any]:
+    """What one invoice PDF of the run's kind (two items, an address, a name in the PDF core
+    fonts) costs on this machine: bench/invoice_pdf.py, in a fresh process."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "invoice_pdf.py"), "--documents", "300",
+         "--core-fonts-json"],
+        check=True, capture_output=True, text=True, timeout=300,
+    ).stdout  # fmt: skip
+    return dict(json.loads(out))
 
 
 def re_libpq(database_url: str) -> str:
@@ -857,6 +894,7 @@ def bounds(results: dict[str, Any], cores: int) -> list[str]:
             f"{cores} busy cores allow {cores * 1000 / used:,.0f}/s "
             f"({cores * 1000 / used / c:.2f} x C)."
         )
+    lines += invoice_run_parts(results, cores, c)
     again = results.get("ceiling_end", {}).get("rate_per_s")
     if again:
         against = [
@@ -869,6 +907,40 @@ def bounds(results: dict[str, Any], cores: int) -> list[str]:
             f"against it the ratios would read {', '.join(against) or 'nothing'}."
         )
     return lines
+
+
+def invoice_run_parts(results: dict[str, Any], cores: int, c: float) -> list[str]:
+    """The invoice run's budget per email less what is not clientflow's Python: the PDF
+    (fpdf2), PostgreSQL and the sink; and what is left against what that Python took."""
+    r = results.get("invoice_run", {})
+    pdf = r.get("pdf")
+    split = r.get("cpu_ms_per_item") or {}
+    if not pdf or not {"postgres", "sink", "worker"} <= split.keys():
+        return []
+    budget = cores * 1000 / max(1500.0, 1.4 * c)
+    pdf_ms = pdf["cpu_ms_per_email"]
+    others = pdf_ms + split["postgres"] + split["sink"]
+    left = (
+        f"leaving {budget - others:.2f} ms"
+        if others < budget
+        else f"{others - budget:.2f} ms over it, leaving nothing"
+    )
+    line = (
+        f"- invoice run, the budget's parts: of the {budget:.2f} ms per email, the PDF takes "
+        f"{pdf_ms:.2f} (fpdf2: {pdf['cpu_ms_each']:.2f} ms each, measured apart, for "
+        f"{pdf['made']:,} PDFs in {r.get('items_done', 0):,} emails), PostgreSQL "
+        f"{split['postgres']:.2f} and the sink {split['sink']:.2f}: {others:.2f} together, "
+        f"{left} for all of clientflow's own Python (reading the invoices, rendering, "
+        f"composing, the SMTP client, the sent records, Celery), which took "
+        f"{split['worker'] - pdf_ms:.2f} (the worker's CPU less the PDF)"
+    )
+    send = results.get("smtp", {}).get("cpu_ms_per_message")
+    if send:
+        line += (
+            f"; smtplib alone, sending S's message with nothing else to do, took "
+            f"{send['client']:.2f} ms of it"
+        )
+    return [line + "."]
 
 
 def ms_text(value: float | None) -> str:

@@ -1,0 +1,47 @@
+"""bench/run.py's account of what bounds the invoice run: its budget per email, less the PDF,
+PostgreSQL and the sink, against what clientflow's own Python took (pure arithmetic on a
+run's results; the benchmark itself runs with make bench)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.run import invoice_run_parts
+
+
+def results(pdf_ms_each: float, postgres: float, worker: float) -> dict[str, Any]:
+    return {
+        "smtp": {"cpu_ms_per_message": {"client": 0.25, "sink": 0.17}},
+        "invoice_run": {
+            "items_done": 1600,
+            "cpu_ms_per_item": {"worker": worker, "postgres": postgres, "sink": 0.1},
+            # 1,000 PDFs for 1,600 emails
+            "pdf": {"made": 1000, "cpu_ms_each": pdf_ms_each,
+                    "cpu_ms_per_email": pdf_ms_each * 1000 / 1600},
+        },
+    }  # fmt: skip
+
+
+def test_what_is_left_for_clientflow_after_the_pdf_postgresql_and_the_sink() -> None:
+    # C at 1,000/s: the target is max(1,500, 1,400) = 1,500 emails/s, so 2 cores leave
+    # 1.33 ms per email; the PDF 0.5 + PostgreSQL 0.4 + sink 0.1 leave 0.33.
+    (line,) = invoice_run_parts(results(0.8, 0.4, 2.0), cores=2, c=1000.0)
+    assert "of the 1.33 ms per email, the PDF takes 0.50" in line
+    assert "1,000 PDFs in 1,600 emails" in line
+    assert "1.00 together, leaving 0.33 ms" in line
+    assert "which took 1.50 (the worker's CPU less the PDF)" in line
+    assert "smtplib alone, sending S's message with nothing else to do, took 0.25 ms" in line
+
+
+def test_parts_over_the_budget_leave_nothing() -> None:
+    # C at 1,200/s: 1.4 x C = 1,680 emails/s leaves 1.19 ms; 0.9 + 0.4 + 0.1 = 1.40.
+    (line,) = invoice_run_parts(results(1.44, 0.4, 2.0), cores=2, c=1200.0)
+    assert "of the 1.19 ms per email" in line
+    assert "1.40 together, 0.21 ms over it, leaving nothing" in line
+
+
+def test_no_line_without_the_pdf_or_postgresql_measured() -> None:
+    partial = results(0.8, 0.4, 2.0)
+    del partial["invoice_run"]["pdf"]
+    assert invoice_run_parts(partial, cores=2, c=1000.0) == []
+    assert invoice_run_parts({}, cores=2, c=1000.0) == []
