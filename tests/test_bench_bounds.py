@@ -1,4 +1,4 @@
-"""bench/run.py's account of what bounds the invoice run: its budget per email, less the PDF,
+"""bench/bounds.py: what bounds the invoice run: its budget per email, less the PDF,
 PostgreSQL and the sink, against what clientflow's own Python took (pure arithmetic on a
 run's results; the benchmark itself runs with make bench)."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.run import invoice_run_parts
+from bench.bounds import invoice_run_parts
 
 
 def results(pdf_ms_each: float, postgres: float, worker: float) -> dict[str, Any]:
