@@ -63,7 +63,7 @@ def main() -> None:
         "--core-fonts-json",
         action="store_true",
         help="only the core-font PDF (the invoice run's kind), as JSON: for bench/run.py, which "
-        "runs this in a process of its own (in its own, one PDF cost half as much again)",
+        "runs this in a process of its own (in run.py's, one PDF cost half as much again)",
     )
     args = parser.parse_args()
     if args.core_fonts_json:

@@ -458,7 +458,7 @@ def phase_smtp(ctx: Context) -> None:
         "rate_per_s": round(sent / seconds, 2),
         "sink": sink.kind,
         # An email sent with nothing else done: what any sender pays per message (the
-        # invoice run's bound, in bounds()).
+        # invoice run's bound, bench/bounds.py).
         "cpu_ms_per_message": {
             "client": round(client_cpu / max(sent, 1) * 1000, 3),
             "sink": round(sink_cpu / max(sent, 1) * 1000, 3),
