@@ -76,25 +76,22 @@ class _Policy(Compat32):
             and len(name) + 2 + len(value) <= 998
         )
 
-    def _written_here(self, name: str, value: object) -> bool:
-        """Written by fold itself, in ASCII, without compat32's folding."""
-        return (
-            isinstance(value, EncodedWords)
-            or self._fits(name, value)
-            or self._unfoldable(name, value)
-        )
-
-    def fold(self, name: str, value: str) -> str:
+    def _written_here(self, name: str, value: object) -> str | None:
+        """The header line as written here, in ASCII, without compat32's folding; None for
+        a value compat32 must fold. Asked once per header by fold and fold_binary alike."""
         if isinstance(value, EncodedWords):
             return f"{name}: " + f"{self.linesep} ".join(value.split(" ")) + self.linesep
         if self._fits(name, value) or self._unfoldable(name, value):
             return f"{name}: {value}{self.linesep}"
-        return super().fold(name, value)
+        return None
+
+    def fold(self, name: str, value: str) -> str:
+        written = self._written_here(name, value)
+        return super().fold(name, value) if written is None else written
 
     def fold_binary(self, name: str, value: str) -> bytes:
-        if self._written_here(name, value):
-            return self.fold(name, value).encode("ascii")
-        return super().fold_binary(name, value)
+        written = self._written_here(name, value)
+        return super().fold_binary(name, value) if written is None else written.encode("ascii")
 
 
 POLICY = _Policy()
