@@ -8,6 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 
+def invoice_run_target(c: float) -> float:
+    """Issue 10's invoice-run target in emails/s, from C's rate: 1,500/s and 1.4 x C."""
+    return max(1500.0, 1.4 * c)
+
+
 def invoice_run_parts(results: dict[str, Any], cores: int, c: float) -> list[str]:
     """The invoice run's budget per email less what is not clientflow's Python: the PDF
     (fpdf2), PostgreSQL and the sink; and what is left against what that Python took."""
@@ -16,7 +21,7 @@ def invoice_run_parts(results: dict[str, Any], cores: int, c: float) -> list[str
     split = r.get("cpu_ms_per_item") or {}
     if not pdf or not {"postgres", "sink", "worker"} <= split.keys():
         return []
-    budget = cores * 1000 / max(1500.0, 1.4 * c)
+    budget = cores * 1000 / invoice_run_target(c)
     pdf_ms = pdf["cpu_ms_per_email"]
     others = pdf_ms + split["postgres"] + split["sink"]
     left = (
