@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from models.company import CompanyLike
 from models.contracts import EVENTS, AddClient, Event, SendNotification
-from services.clients import add_clients, check_new_client, taken_clients
+from services.clients import add_clients, check_new_client
 from services.context import HandlerContext
 from services.db import SessionFactory, UnitOfWork
 from services.dispatch import (
@@ -36,9 +35,9 @@ from services.dispatch import (
     payload_digest,
 )
 from services.errors import Rejected, Transient
-from services.inbox import claim_events
+from services.inbox import claim_events, unclaim_events
 from services.mail.queue import DeliverNow, EmailQueue
-from services.notifications import check_notification, send_notifications, unknown_clients
+from services.notifications import check_notification, send_notifications
 from services.opt_outs import DEFAULT_OPT_OUTS, OptOutPolicy
 from services.outbox import Publish
 
@@ -51,11 +50,10 @@ class Together:
 
     # Refuses an event before the database is asked (as its handler would).
     check: Callable[[HandlerContext, Any], None]
-    # Why some cannot be applied, by event id, asked in one query.
-    refusals: Callable[[Session, Sequence[Any]], dict[str, str]]
-    # Applies them all, checked (by check and refusals) and claimed, in the session of their
-    # contexts.
-    apply: Callable[[Sequence[tuple[HandlerContext, Any]]], None]
+    # Applies them, checked and claimed, in the session of their contexts; returns the ids
+    # of the events it found it cannot apply (a new client's id taken, a notification's
+    # client not there), which it left untouched for their own path to decide.
+    apply: Callable[[Sequence[tuple[HandlerContext, Any]]], set[str]]
     # What no two events of one batch may share: the second would depend on the first.
     keys: Callable[[Any], tuple[str, ...]]
 
@@ -63,14 +61,12 @@ class Together:
 TOGETHER: dict[type[Event], Together] = {
     AddClient: Together(
         check=check_new_client,
-        refusals=taken_clients,
         apply=add_clients,
         keys=lambda event: (f"id:{event.client_id}", f"email:{event.email.lower()}"),
     ),
     # Each sends on its own account: none depends on another, even for the same client.
     SendNotification: Together(
         check=check_notification,
-        refusals=unknown_clients,
         apply=send_notifications,
         keys=lambda event: (),
     ),
@@ -177,16 +173,17 @@ def _apply_together(
             except Rejected:
                 continue  # refused on its own, with its reason recorded there
             checked.append((candidate, ctx))
-        refused = together.refusals(session, [c.event for c, _ in checked])
-        chosen = [(c, ctx) for c, ctx in checked if c.event.event_id not in refused]
-        # Claimed last, and only those that will be applied: an event left out must find
-        # no inbox row of this batch when it is applied on its own.
         claimed = claim_events(
-            session, task_name, {c.event.event_id: c.digest for c, _ in chosen}
-        ) if chosen else set()  # fmt: skip
-        chosen = [(c, ctx) for c, ctx in chosen if c.event.event_id in claimed]
+            session, task_name, {c.event.event_id: c.digest for c, _ in checked}
+        ) if checked else set()  # fmt: skip
+        chosen = [(c, ctx) for c, ctx in checked if c.event.event_id in claimed]
         if not chosen:
             return {}
-        together.apply([(ctx, c.event) for c, ctx in chosen])
+        left_out = together.apply([(ctx, c.event) for c, ctx in chosen])
+        if left_out:
+            # Each goes on its own after this commit, and must find no inbox row of this
+            # batch then: its claim is taken back in this transaction.
+            unclaim_events(session, left_out)
+            chosen = [(c, ctx) for c, ctx in chosen if c.event.event_id not in left_out]
         commit_with_effects(uow, [ctx for _, ctx in chosen], session_factory, publish, deliver_now)
     return {c.index: Result(Outcome.APPLIED, email_ids=ctx.emails.ids) for c, ctx in chosen}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from models.clients import Client
@@ -18,13 +18,16 @@ from models.contracts import (
 from services.actors import authorize
 from services.audit import diff, record_change
 from services.context import HandlerContext
-from services.errors import Conflict
+from services.errors import Conflict, Transient
 from services.routing import holder_of
-from services.waiting import release_waiting_for_each
+from services.sql import insert_into
+from services.waiting import key_lock, release_waiting_for_each
 
 WELCOME_TEMPLATE = "client_signup"
 # Not columns copied from the event: the envelope, and what add_client handles itself.
 _ENVELOPE = {*ENVELOPE_FIELDS, "send_welcome", "status"}
+# The key events waiting for a client wait on (services.waiting): "client:<id>".
+_WAITING_PREFIX = "client:"
 
 
 def ensure_email_free(session: Session, email: str, except_client: str | None = None) -> None:
@@ -71,35 +74,51 @@ def check_new_client(ctx: HandlerContext, event: AddClient) -> None:
 
 def add_client(ctx: HandlerContext, event: AddClient) -> None:
     check_new_client(ctx, event)
-    refusals = taken_clients(ctx.session, [event])
-    if refusals:
+    if add_clients([(ctx, event)]):
+        # Its id or email is taken: asked only now, the rare case, rather than before every
+        # add. The insert waited for any transaction adding the same, so this sees it.
+        refusals = taken_clients(ctx.session, [event])
+        if event.event_id not in refusals:  # the client in the way went meanwhile
+            raise Transient(f"client {event.client_id!r} was in the way and is gone; again")
         raise Conflict(refusals[event.event_id])
-    add_clients([(ctx, event)])
 
 
-def add_clients(adds: Sequence[tuple[HandlerContext, AddClient]]) -> None:
-    """Add checked clients (check_new_client, and taken_clients refused none) in one session,
-    each with its audit row, the events that waited for it and its welcome email: a few
-    statements for all of them, not a few for each (services/batch.py adds many at once;
-    add_client, one). A client added meanwhile by another worker fails the flush on a
-    unique constraint."""
+def add_clients(adds: Sequence[tuple[HandlerContext, AddClient]]) -> set[str]:
+    """Add checked clients (check_new_client) in one session, each with its audit row, the
+    events that waited for it and its welcome email: a few statements for all of them, not
+    a few for each (services/batch.py adds many at once; add_client, one).
+
+    A client whose id or email is already taken (by a row committed, or by a transaction
+    adding it meanwhile, which the insert waits for) is not added: the ids of those events
+    are returned, and the caller refuses them (add_client) or leaves them to their own path
+    (services/batch.py). The insert that checks that also takes each added client's lock on
+    the events waiting for it (services.waiting), in one statement."""
     if not adds:
-        return
+        return set()
     session = adds[0][0].session
-    added = []
-    for ctx, event in adds:
-        fields = event.model_dump(exclude=_ENVELOPE)
-        client = Client(id=event.client_id, status=event.status, **fields)
-        session.add(client)
-        added.append((ctx, event, fields, client))
-    # The clients first: the audit rows and emails refer to them.
-    session.flush()
-    for ctx, event, fields, _ in added:
-        record_change(
-            ctx.session, ctx.task_name, event, {"created": {**fields, "status": event.status}}
-        )
-    release_waiting_for_each([(ctx, f"client:{client.id}") for ctx, _, _, client in added])
-    for ctx, event, _, client in added:
+    fields_of = {event.event_id: event.model_dump(exclude=_ENVELOPE) for _, event in adds}
+    rows = [
+        {"id": event.client_id, "status": event.status, **fields_of[event.event_id]}
+        # In id order: two adds of overlapping clients wait for each other in one order.
+        for _, event in sorted(adds, key=lambda add: add[1].client_id)
+    ]
+    insert = insert_into(session, Client).on_conflict_do_nothing()
+    lock = key_lock(session, literal(_WAITING_PREFIX) + Client.id)
+    returning = insert.returning(Client) if lock is None else insert.returning(Client, lock)
+    inserted = {row[0].id: row[0] for row in session.execute(returning, rows)}
+    added = [
+        (ctx, event, inserted[event.client_id])
+        for ctx, event in adds
+        if event.client_id in inserted
+    ]
+    for ctx, event, _ in added:
+        created = {**fields_of[event.event_id], "status": event.status}
+        record_change(ctx.session, ctx.task_name, event, {"created": created})
+    release_waiting_for_each(
+        [(ctx, _WAITING_PREFIX + client.id) for ctx, _, client in added],
+        locked=lock is not None,
+    )
+    for ctx, event, client in added:
         if event.send_welcome:
             ctx.emails.queue(
                 client=client,
@@ -107,6 +126,7 @@ def add_clients(adds: Sequence[tuple[HandlerContext, AddClient]]) -> None:
                 template=WELCOME_TEMPLATE,
                 category="general",
             )
+    return {event.event_id for _, event in adds if event.client_id not in inserted}
 
 
 def update_client(ctx: HandlerContext, event: UpdateClient) -> None:

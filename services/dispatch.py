@@ -175,8 +175,9 @@ def _apply(
         try:
             return _apply_once(*args, skip_logged_emails=False)
         except IntegrityError as exc:
-            # Another worker committed a client with the same email (or the same id) between
-            # our checks and our commit (the same event waits on its inbox row instead); or
+            # Another worker committed a row with the same key (a contact's id; a new client
+            # waits for it in its insert instead, services.clients) between our checks and our
+            # commit (the same event waits on its inbox row instead); or
             # an event replayed after its inbox row was pruned (services/retention.py) owes
             # emails the log already has. Applied again at once: its checks now see the
             # committed rows (the specific refusal), and emails already logged are not queued

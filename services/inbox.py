@@ -9,6 +9,7 @@ failing on the primary key at commit.
 
 from __future__ import annotations
 
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from models.base import table_of, utcnow
@@ -37,3 +38,9 @@ def claim_events(session: Session, task_name: str, digests: dict[str, str]) -> s
         for event_id, digest in digests.items()
     ]
     return {key[0] for key in insert_new_rows(session, _INBOX, rows, ("event_id",))}
+
+
+def unclaim_events(session: Session, event_ids: set[str]) -> None:
+    """Take back claims this transaction made (claim_events): as if never claimed here, once
+    it commits."""
+    session.execute(delete(_INBOX).where(_INBOX.c.event_id.in_(event_ids)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import selectinload
 
 from models.clients import Client
 from models.contracts import SendNotification
@@ -24,24 +24,14 @@ def check_notification(ctx: HandlerContext, event: SendNotification) -> None:
     authorize(ctx.task_name, event, None)
 
 
-def unknown_clients(session: Session, events: Sequence[SendNotification]) -> dict[str, str]:
-    """The notifications whose client is not there (yet), by event id: each goes on its own,
-    to wait for its client as it would have."""
-    wanted = {event.client_id for event in events}
-    present = set(session.scalars(select(Client.id).where(Client.id.in_(wanted))))
-    return {
-        event.event_id: f"unknown client {event.client_id!r}"
-        for event in events
-        if event.client_id not in present
-    }
-
-
-def send_notifications(pairs: Sequence[tuple[HandlerContext, SendNotification]]) -> None:
+def send_notifications(pairs: Sequence[tuple[HandlerContext, SendNotification]]) -> set[str]:
     """Several at once: their clients and contacts in two statements for all, each client
     row-locked as HandlerContext.client locks one (in id order, so two batches sharing
-    clients lock them in the same order and never deadlock)."""
+    clients lock them in the same order and never deadlock). Returns the ids of the events
+    whose client is not there (yet), untouched: each goes on its own, to wait for its
+    client as it would have."""
     if not pairs:
-        return
+        return set()
     session = pairs[0][0].session
     clients = {
         client.id: client
@@ -55,10 +45,10 @@ def send_notifications(pairs: Sequence[tuple[HandlerContext, SendNotification]])
         )
     }
     for ctx, event in pairs:
-        # Not among them only if it went since unknown_clients looked: asked alone, it
-        # raises UnknownReference, and every event of the batch is applied on its own.
-        client = clients.get(event.client_id) or ctx.client(event.client_id)
-        _queue_emails(ctx, event, client)
+        client = clients.get(event.client_id)
+        if client is not None:
+            _queue_emails(ctx, event, client)
+    return {event.event_id for _, event in pairs if event.client_id not in clients}
 
 
 def _queue_emails(ctx: HandlerContext, event: SendNotification, client: Client) -> None:

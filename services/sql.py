@@ -8,6 +8,16 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+Insert = postgresql.Insert | sqlite.Insert
+
+
+def insert_into(session: Session, target: Any) -> Insert:
+    """INSERT for the session's database, with its ON CONFLICT clauses (PostgreSQL or
+    SQLite); `target` is a table or a mapped class, as for sqlalchemy.insert."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(target)
+    return sqlite.insert(target)
+
 
 def insert_new_rows(
     session: Session, table: Table, rows: list[dict[str, Any]], key: tuple[str, ...]
@@ -21,10 +31,8 @@ def insert_new_rows(
     """
     if not rows:
         return set()
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = (
-        insert(table)
+        insert_into(session, table)
         .on_conflict_do_nothing(index_elements=[table.c[name] for name in key])
         .returning(*(table.c[name] for name in key))
     )

@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import ColumnElement, func, select, text, update
 from sqlalchemy.orm import Session
 
 from models.base import table_of, utcnow
@@ -47,6 +47,15 @@ def lock_keys(session: Session, keys: Sequence[str]) -> None:
 _LOCK_EACH = text(
     "SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest(CAST(:keys AS text[])) AS k"
 )
+
+
+def key_lock(session: Session, key: ColumnElement[str]) -> ColumnElement[Any] | None:
+    """lock_key's lock on `key` (a SQL expression giving the key) for a statement that
+    writes what is waited for to take as it writes it, in its RETURNING: a round trip
+    fewer than lock_keys after it. None where lock_key takes no lock (SQLite)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    return func.pg_advisory_xact_lock(func.hashtext(key))
 
 
 _AWAITED: dict[str, type[Client] | type[Contact] | type[Invoice]] = {
@@ -101,14 +110,18 @@ def release_waiting(ctx: HandlerContext, waiting_for: str) -> int:
     return release_waiting_for_each([(ctx, waiting_for)])
 
 
-def release_waiting_for_each(waits: Sequence[tuple[HandlerContext, str]]) -> int:
+def release_waiting_for_each(
+    waits: Sequence[tuple[HandlerContext, str]], *, locked: bool = False
+) -> int:
     """release_waiting for several keys of one session, each event staged by the handler
-    whose key it waited for: one lock statement and one query for all of them."""
+    whose key it waited for: one lock statement and one query for all of them. `locked`:
+    the statement that wrote them already took their locks (key_lock)."""
     if not waits:
         return 0
     session = waits[0][0].session
     keys = [waiting_for for _, waiting_for in waits]
-    lock_keys(session, keys)
+    if not locked:
+        lock_keys(session, keys)
     # Core on the table: asked on every add, and almost always answered with no row, which
     # the ORM's entity loading would make cost several times the statement.
     connection = session.connection()

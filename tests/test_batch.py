@@ -163,13 +163,12 @@ def test_a_failure_while_applying_keeps_nothing_and_leaves_every_event(
     db: Session,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def collide(*_: Any) -> None:
+    def collide(*_: Any) -> set[str]:
         raise IntegrityError("INSERT", {}, Exception("duplicate key (a concurrent worker)"))
 
     kind = next(iter(batch.TOGETHER))
     monkeypatch.setitem(batch.TOGETHER, kind, batch.TOGETHER[kind].__class__(
-        check=batch.TOGETHER[kind].check, refusals=batch.TOGETHER[kind].refusals,
-        apply=collide, keys=batch.TOGETHER[kind].keys,
+        check=batch.TOGETHER[kind].check, apply=collide, keys=batch.TOGETHER[kind].keys,
     ))  # fmt: skip
     events = [payloads.client(f"B{n}") for n in range(3)]
 
