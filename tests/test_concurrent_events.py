@@ -8,6 +8,7 @@ connection, so it cannot show one transaction committing under another).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,6 +26,7 @@ from models.records import AuditEvent, ProcessedEvent, RejectedEvent
 from services.context import HandlerContext
 from services.db import SessionFactory, make_session_factory
 from services.dispatch import HANDLERS, Outcome, Result, process_event
+from services.errors import Transient
 
 
 @pytest.fixture
@@ -155,13 +157,14 @@ def test_a_copy_with_another_payload_is_still_refused_for_its_reused_id(
 def lock_waiters(engine: Engine) -> int:
     """Sessions of this database waiting for a row lock another transaction holds."""
     with engine.connect() as connection:
-        return connection.scalar(
-            select(func.count())
-            .select_from(text("pg_stat_activity"))
-            .where(
-                text("datname = current_database()"), text("wait_event_type = 'Lock'")
+        return (
+            connection.scalar(
+                select(func.count())
+                .select_from(text("pg_stat_activity"))
+                .where(text("datname = current_database()"), text("wait_event_type = 'Lock'"))
             )
-        ) or 0
+            or 0
+        )
 
 
 def test_an_event_on_a_client_waits_for_a_change_in_flight_and_audits_what_it_replaced(
@@ -189,3 +192,92 @@ def test_an_event_on_a_client_waits_for_a_change_in_flight_and_audits_what_it_re
         (row,) = session.scalars(select(AuditEvent).where(AuditEvent.event_id == ours["event_id"]))
         assert row.changes == {"city": ["Elsewhere", "Newtown"]}
         assert session.get(Client, "C1").city == "Newtown"  # type: ignore[union-attr]
+
+
+def first_add_held_before_its_commit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[threading.Event, threading.Event]:
+    """Make the next clients.add run its handler (its client inserted, the lock of the events
+    waiting for it taken) and then stop, its transaction open, until `release` is set;
+    `added` is set when it got there."""
+    handler = HANDLERS[AddClient]
+    added, release = threading.Event(), threading.Event()
+
+    def handle_then_pause(ctx: HandlerContext, event: Any) -> None:
+        handler(ctx, event)
+        if not added.is_set():
+            added.set()
+            release.wait(timeout=30)
+
+    monkeypatch.setitem(HANDLERS, AddClient, handle_then_pause)
+    return added, release
+
+
+def in_thread(
+    results: dict[str, Result | Exception], name: str, run: Callable[[], Result]
+) -> threading.Thread:
+    def keep() -> None:
+        try:
+            results[name] = run()
+        except Exception as exc:  # what the task would retry or bury, kept for the test
+            results[name] = exc
+
+    thread = threading.Thread(target=keep, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_contact_held_for_its_client_while_the_client_commits_is_retried_not_left_waiting(
+    database: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The add takes the waiting events' lock in its insert: the contact, finding no client
+    yet, waits on that lock to be held, then sees the client and asks for a retry. Without
+    the lock it would be held after the add had looked for held events: held for good."""
+    sessions = make_session_factory(database)
+    apply = applier(sessions)
+    added, release = first_add_held_before_its_commit(monkeypatch)
+    contact = payloads.contact("K1", "C1")
+    results: dict[str, Result | Exception] = {}
+    adding = in_thread(results, "add", lambda: apply("clients.add", payloads.client("C1")))
+    assert added.wait(timeout=30), "the add never reached its commit"
+    holding = in_thread(results, "contact", lambda: apply("contacts.add", contact))
+    wait_until(lambda: lock_waiters(database), "the contact waiting for the add's lock")
+    release.set()
+    for thread in (adding, holding):
+        thread.join(timeout=30)
+
+    assert isinstance(results["add"], Result)
+    assert results["add"].outcome is Outcome.APPLIED
+    assert isinstance(results["contact"], Transient), results["contact"]
+    with sessions() as session:
+        assert session.scalars(select(RejectedEvent)).all() == []
+    assert apply("contacts.add", contact).outcome is Outcome.APPLIED
+
+
+def test_a_client_with_an_email_being_added_waits_for_it_and_is_refused_by_name(
+    database: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The second insert waits for the first add's transaction and then skips its row: the
+    specific refusal at once, not a unique-constraint error and a second try."""
+    apply = applier(make_session_factory(database))
+    added, release = first_add_held_before_its_commit(monkeypatch)
+    first = payloads.client("C1", email="same@example.com")
+    second = payloads.client("C2", email="Same@EXAMPLE.com")
+    results: dict[str, Result | Exception] = {}
+    adding = in_thread(results, "first", lambda: apply("clients.add", first))
+    assert added.wait(timeout=30), "the first add never reached its commit"
+    with caplog.at_level(logging.INFO, logger="services.dispatch"):
+        racing = in_thread(results, "second", lambda: apply("clients.add", second))
+        wait_until(lambda: lock_waiters(database), "the second add waiting for the first")
+        release.set()
+        for thread in (adding, racing):
+            thread.join(timeout=30)
+
+    assert isinstance(results["first"], Result)
+    assert results["first"].outcome is Outcome.APPLIED
+    refused = results["second"]
+    assert isinstance(refused, Result)
+    assert refused.outcome is Outcome.REJECTED
+    email = AddClient.model_validate(second).email
+    assert refused.reason == f"Duplicate Email Address: {email} is already used by client 'C1'"
+    assert "met a concurrent change" not in caplog.text
