@@ -200,7 +200,8 @@ def first_add_held_before_its_commit(
     """Make the next clients.add run its handler (its client inserted, the lock of the events
     waiting for it taken) and then stop, its transaction open, until `release` is set;
     `added` is set when it got there."""
-    handler = HANDLERS[AddClient]
+    kind: type[Event] = AddClient
+    handler = HANDLERS[kind]
     added, release = threading.Event(), threading.Event()
 
     def handle_then_pause(ctx: HandlerContext, event: Any) -> None:
@@ -209,7 +210,7 @@ def first_add_held_before_its_commit(
             added.set()
             release.wait(timeout=30)
 
-    monkeypatch.setitem(HANDLERS, AddClient, handle_then_pause)
+    monkeypatch.setitem(HANDLERS, kind, handle_then_pause)
     return added, release
 
 
