@@ -1,6 +1,7 @@
-"""The invoice run's budget per email in parts, for bench/run.py's bounds section: plain
-arithmetic on a run's results, apart from run.py so that the tests can check it without
-importing the benchmark (its stock Celery app registers a task of its own).
+"""The invoice run's budget per email in parts, and how busy the latency run kept the
+machine, for bench/run.py's bounds section: plain arithmetic on a run's results, apart from
+run.py so that the tests can check it without importing the benchmark (its stock Celery app
+registers a task of its own).
 """
 
 from __future__ import annotations
@@ -45,3 +46,27 @@ def invoice_run_parts(results: dict[str, Any], cores: int, c: float) -> list[str
             f"{send['client']:.2f} ms of it"
         )
     return [line + "."]
+
+
+def load_text(load: float) -> str:
+    """The latency run's pace, as a fraction of the clients.add rate, in words."""
+    return "half" if load == 0.5 else f"{load:g} of"
+
+
+def latency_load(results: dict[str, Any], cores: int) -> list[str]:
+    """How busy the latency run's pace kept the machine: at a fraction of the clients.add
+    rate events come in small batches, and each costs more than in the drain's large ones."""
+    r = results.get("latency", {})
+    split = r.get("cpu_ms_per_item") or {}
+    drained = (results.get("clients_add", {}).get("cpu_ms_per_item") or {}).get("machine")
+    rate = r.get("achieved_publish_rate_per_s")
+    if not {"machine", "worker"} <= split.keys() or not drained or not rate:
+        return []
+    used = split["machine"]
+    return [
+        f"- latency: paced at {rate:,.1f} events/s ({load_text(r.get('load', 0.5))} the "
+        f"clients.add rate), an event took {used:.2f} ms of the machine's CPU (the worker "
+        f"{split['worker']:.2f}), against {drained:.2f} in the clients.add drain, where "
+        f"batches are large: the pace kept the {cores} cores {rate * used / (cores * 1000):.0%} "
+        "busy."
+    ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.bounds import invoice_run_parts
+from bench.bounds import invoice_run_parts, latency_load
 
 
 def results(pdf_ms_each: float, postgres: float, worker: float) -> dict[str, Any]:
@@ -45,3 +45,21 @@ def test_no_line_without_the_pdf_or_postgresql_measured() -> None:
     del partial["invoice_run"]["pdf"]
     assert invoice_run_parts(partial, cores=2, c=1000.0) == []
     assert invoice_run_parts({}, cores=2, c=1000.0) == []
+
+
+def test_how_busy_the_latency_run_kept_the_machine() -> None:
+    # 450 events/s at 3.2 ms of the machine's CPU each: 1.44 s of CPU a second, 72 % of 2 cores.
+    latency: dict[str, Any] = {
+        "load": 0.5,
+        "achieved_publish_rate_per_s": 450.0,
+        "cpu_ms_per_item": {"worker": 2.4, "machine": 3.2},
+    }
+    run = {"clients_add": {"cpu_ms_per_item": {"machine": 1.9}}, "latency": latency}
+    (line,) = latency_load(run, cores=2)
+    assert "paced at 450.0 events/s (half the clients.add rate)" in line
+    assert "3.20 ms of the machine's CPU (the worker 2.40), against 1.90" in line
+    assert "kept the 2 cores 72% busy" in line
+    latency["load"] = 0.05
+    assert "(0.05 of the clients.add rate)" in latency_load(run, cores=2)[0]
+    # A run without the CPU measured (an older results file) has no line.
+    assert latency_load({"latency": {"p50_ms": 20.0}}, cores=2) == []
