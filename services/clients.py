@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, literal, or_, select
 from sqlalchemy.orm import Session
 
+from models.base import table_of
 from models.clients import Client
 from models.contracts import (
     ENVELOPE_FIELDS,
@@ -28,6 +29,7 @@ WELCOME_TEMPLATE = "client_signup"
 _ENVELOPE = {*ENVELOPE_FIELDS, "send_welcome", "status"}
 # The key events waiting for a client wait on (services.waiting): "client:<id>".
 _WAITING_PREFIX = "client:"
+_CLIENTS = table_of(Client)
 
 
 def ensure_email_free(session: Session, email: str, except_client: str | None = None) -> None:
@@ -97,17 +99,23 @@ def add_clients(adds: Sequence[tuple[HandlerContext, AddClient]]) -> set[str]:
         return set()
     session = adds[0][0].session
     fields_of = {event.event_id: event.model_dump(exclude=_ENVELOPE) for _, event in adds}
-    rows = [
-        {"id": event.client_id, "status": event.status, **fields_of[event.event_id]}
-        # In id order: two adds of overlapping clients wait for each other in one order.
-        for _, event in sorted(adds, key=lambda add: add[1].client_id)
-    ]
-    insert = insert_into(session, Client).on_conflict_do_nothing()
-    lock = key_lock(session, literal(_WAITING_PREFIX) + Client.id)
-    returning = insert.returning(Client) if lock is None else insert.returning(Client, lock)
-    inserted = {row[0].id: row[0] for row in session.execute(returning, rows)}
+    row_of = {
+        event.event_id: {"id": event.client_id, "status": event.status, **fields_of[event.event_id]}
+        for _, event in adds
+    }
+    # Core on the table, not the ORM's insert: a tenth of the Python calls of a lone add. In
+    # id order: two adds of overlapping clients wait for each other in one order.
+    rows = sorted(row_of.values(), key=lambda row: str(row["id"]))
+    insert = insert_into(session, _CLIENTS).on_conflict_do_nothing()
+    lock = key_lock(session, literal(_WAITING_PREFIX) + _CLIENTS.c.id)
+    returning = (
+        insert.returning(_CLIENTS.c.id) if lock is None else insert.returning(_CLIENTS.c.id, lock)
+    )
+    inserted = {row[0] for row in session.connection().execute(returning, rows)}
+    # What the welcome email is made from; not in the session, which has nothing to write
+    # for it (a later read in this transaction loads the row).
     added = [
-        (ctx, event, inserted[event.client_id])
+        (ctx, event, Client(**row_of[event.event_id]))
         for ctx, event in adds
         if event.client_id in inserted
     ]
