@@ -5,8 +5,8 @@
 
 py-spy's `record --subprocesses --format raw` writes one line per distinct stack, root first,
 frames joined by ";" (the first ones naming the process: the worker, then the pool process
-forked from it), then the number of samples. This keeps the
-pool processes (those running billiard's `workloop`), cuts each stack at the first frame
+forked from it), then the number of samples. This keeps the pool processes (those running
+billiard's `workloop`) and in them the thread that runs it, cuts each stack at the first frame
 matching one of --below (by default Celery's `trace_task`, where a task's own work starts,
 and workers/batching.py's `run_together`, where a batch of events is applied outside any
 task's trace; samples outside both are the pool waiting for work or talking to its parent),
@@ -34,6 +34,9 @@ class Profile:
     processes: dict[str, int] = field(default_factory=dict)  # pool process -> samples
     samples: int = 0
     outside: int = 0  # pool samples with no frame matching --below
+    # Samples of a pool process's other threads (the task outcome buffer's flush timer,
+    # waiting): py-spy merges threads, and counts this one though it sleeps.
+    other_threads: int = 0
     total: Counter[str] = field(default_factory=Counter)  # own + child
     own: Counter[str] = field(default_factory=Counter)
 
@@ -63,8 +66,12 @@ def parse(path: Path, below: tuple[str, ...]) -> Profile:
     for process, found in stacks.items():
         if not any(POOL_MARK in frame for frames, _ in found for frame in frames):
             continue  # the worker's main process (the consumer), not a pool process
-        profile.processes[process] = sum(count for _, count in found)
+        profile.processes[process] = 0
         for frames, count in found:
+            if not any(POOL_MARK in frame for frame in frames):
+                profile.other_threads += count
+                continue
+            profile.processes[process] += count
             profile.samples += count
             if below:
                 cut = next(
@@ -88,6 +95,11 @@ def report(profile: Profile, top: int, below: tuple[str, ...]) -> str:
     out = [
         f"pool processes: {', '.join(f'{p} ({n:,} samples)' for p, n in profile.processes.items())}"
     ]
+    if profile.other_threads:
+        out.append(
+            f"left out: {profile.other_threads:,} samples of their other threads (not in "
+            "billiard's workloop; the outcome buffer's flush timer sleeps in one)"
+        )
     if below:
         inside = profile.samples - profile.outside
         where = " or ".join(mark.split(" (")[0] for mark in below)

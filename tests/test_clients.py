@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import payloads
+import pytest
 from conftest import Apply, Publisher
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import AuditEvent, Client, EmailMessage, RejectedEvent
+from services import clients
 from services.dispatch import Outcome
+from services.errors import Transient
 
 
 def test_add_client_persists_fields_and_queues_welcome(
@@ -181,3 +184,19 @@ def test_closed_client_cannot_act_but_admin_can(apply: Apply, db: Session) -> No
     client = db.get(Client, "C1")
     assert client is not None
     assert client.city == "Leeds"
+
+
+def test_an_add_whose_obstacle_is_gone_when_asked_is_retried_not_dropped(
+    apply: Apply, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The insert skipped the client (its id or email taken), and by the time the reason is
+    asked the client in the way has gone (deleted meanwhile): neither applied nor refused,
+    but left for a retry, when the insert will find the way clear."""
+    apply("clients.add", payloads.client("C1", send_welcome=False))
+    monkeypatch.setattr(clients, "taken_clients", lambda session, events: {})
+
+    with pytest.raises(Transient, match="'C1' was in the way and is gone"):
+        apply("clients.add", payloads.client("C1", email="other@example.com"))
+
+    assert db.scalars(select(RejectedEvent)).all() == []
+    assert db.scalars(select(Client.email)).all() == ["c1@example.com"]
