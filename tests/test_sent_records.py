@@ -104,68 +104,6 @@ def test_a_record_commits_on_its_own_before_its_reply_is_read(factory: SessionFa
     assert sent == [message_id]
 
 
-def test_several_records_are_on_the_wire_at_once_each_committed_on_its_own(
-    factory: SessionFactory,
-) -> None:
-    """Pipeline mode: the next record goes out before the last one's reply is read."""
-    ids = queue_emails(factory, 3, EmailStatus.SENDING)
-    sent: list[str] = []
-    with statement_at_a_time(factory)() as session:
-        records = SentRecords(session, sent)
-        for message_id in ids:
-            records.add(message_id)
-        wait_until(
-            lambda: statuses(factory, ids) == [(EmailStatus.SENT, True)] * 3,
-            "the three records committed, seen from another connection",
-        )
-        assert sent == []  # no reply taken as settled yet
-        records.settle()
-        # Out of pipeline mode: the session's own statements work as ever.
-        assert session.execute(text("SELECT 1")).scalar_one() == 1
-    assert sent == ids
-
-
-# Refuses the pipelined statement for one message (it sets updated_at to sent_at; the waiting
-# way's updated_at is the ORM's own clock reading), once per test.
-REFUSE_PIPELINED = """
-CREATE FUNCTION refuse_pipelined() RETURNS trigger AS $$
-BEGIN
-  IF NEW.id = '{message_id}' AND NEW.updated_at = NEW.sent_at THEN
-    RAISE EXCEPTION 'refused for the test';
-  END IF;
-  RETURN NEW;
-END $$ LANGUAGE plpgsql;
-CREATE TRIGGER refuse_pipelined BEFORE UPDATE ON email_messages
-  FOR EACH ROW EXECUTE FUNCTION refuse_pipelined();
-"""
-
-
-def test_a_record_refused_in_the_pipeline_is_written_again_and_the_others_stand(
-    new_postgres_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    engine = make_engine(new_postgres_database())  # its own: the trigger stays in it
-    factory = make_session_factory(engine)
-    ids = queue_emails(factory, 3, EmailStatus.SENDING)
-    with engine.begin() as connection:
-        connection.execute(text(REFUSE_PIPELINED.format(message_id=ids[1])))
-    waited_for: list[str] = []
-    record_and_wait = sent_records.record_sent
-
-    def spied(session: Session, message_id: str) -> None:
-        waited_for.append(message_id)
-        record_and_wait(session, message_id)
-
-    monkeypatch.setattr(sent_records, "record_sent", spied)
-    sent: list[str] = []
-    with statement_at_a_time(factory)() as session, SentRecords(session, sent) as records:
-        for message_id in ids:
-            records.add(message_id)
-    assert waited_for == [ids[1]]
-    assert sent == ids  # in the order sent, the one written again in its place
-    assert statuses(factory, ids) == [(EmailStatus.SENT, True)] * 3
-    engine.dispose()
-
-
 def test_a_record_whose_connection_died_is_written_again_on_a_fresh_one(
     factory: SessionFactory, pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,20 +1,17 @@
 """Recording the server's acceptance of each email: a lost record means a second delivery.
 
 Each record is its own committed statement, written right after the server's 250. On
-PostgreSQL the statements go out in libpq's pipeline mode, each with its own Sync (so its own
-transaction), without waiting for their replies: PostgreSQL commits them one after another
-while the next messages are composed and sent, and the replies are read as they come, and all
-of them before the session's next statement. Waiting for each reply (a commit, so a WAL
-flush) was the largest single wait of a pool process in the clients.add profile: 458 of its
-2,486 busy samples (bench/README.md, seventh session); with one record on the wire at a time
-it was still 12.5 % of the pool's samples in notifications.send (eleventh session).
+PostgreSQL the statement goes out without waiting for its reply, which is read before the
+session's next statement: by then PostgreSQL has committed it while the next message was
+composed and sent. Waiting for that reply (a commit, so a WAL flush) was the largest single
+wait of a pool process in the clients.add profile: 458 of its 2,486 busy samples
+(bench/README.md, seventh session).
 """
 
 from __future__ import annotations
 
 import select
 import time
-from contextlib import suppress
 from types import TracebackType
 from typing import Any
 
@@ -75,14 +72,14 @@ def record_sent(session: Session, message_id: str) -> None:
 
 
 class SentRecords:
-    """The sent records of one delivery, written without waiting for their replies.
+    """The sent records of one delivery, each written without waiting for the last one's reply.
 
     Used as a context manager around the sending. Any statement on the connection settles
-    the records first (a lazy load of the ORM included: the connection leaves pipeline mode
-    for it); the caller settles before its own statements too, so that a failed record's
-    retry, which may roll the session back, never runs in the middle of another statement.
-    Where the session's statements do not commit on their own (SQLite, a session inside a
-    test's transaction), each record waits for its commit as before.
+    the record first (a lazy load of the ORM included: libpq takes one command at a time);
+    the caller settles before its own statements too, so that a failed record's retry, which
+    may roll the session back, never runs in the middle of another statement. Where the session's
+    statements do not commit on their own (SQLite, a session inside a test's transaction),
+    each record waits for its commit as before.
     """
 
     def __init__(self, session: Session, sent: list[str]) -> None:
@@ -95,14 +92,8 @@ class SentRecords:
             if get_settings().sent_record_commit == "asynchronous"
             else _MARK_SENT_SQL
         )
-        # The connection in pipeline mode, while records are on it.
-        self._pgconn: pq.abc.PGconn | None = None
-        # The messages whose records are on the wire, oldest first, and of those whose reply
-        # came, whether it succeeded, in the same order.
-        self._pending: list[str] = []
-        self._replies: list[bool] = []
-        # Whether the record whose reply is being read has had only successes so far.
-        self._succeeded = True
+        # The message whose record is on the wire, and the connection it went on.
+        self._pending: tuple[str, pq.abc.PGconn] | None = None
         # The connections whose statements settle first, until the delivery ends.
         self._watched: list[Connection] = []
 
@@ -126,76 +117,38 @@ class SentRecords:
     def add(self, message_id: str) -> None:
         """Record one message as sent: its statement is written to PostgreSQL before this
         returns (a crash afterwards does not lose it), its reply read later."""
+        self.settle()
         if not self._overlap:
             self._record_waiting(message_id)
             return
-        try:
-            pgconn = self._pipeline()
-            self._read_replies(pgconn, wait=False)  # the earlier ones', if they came
-            pgconn.send_query_params(
-                self._statement, [message_id.encode(), utcnow().isoformat().encode()]
-            )
-            pgconn.pipeline_sync()
-            _flush(pgconn)
-        except psycopg.Error:
-            self.settle()
-            self._record_waiting(message_id)
-            return
-        self._pending.append(message_id)
-
-    def settle(self) -> None:
-        """Read every reply still owed and leave pipeline mode; a record that failed is
-        written again, the waiting way, with its retries on a fresh connection."""
-        pgconn, self._pgconn = self._pgconn, None
-        if pgconn is None:
-            return
-        # Should the connection be gone, every record still owed is written again below.
-        with suppress(psycopg.Error):
-            self._read_replies(pgconn, wait=True)
-        with suppress(psycopg.Error):
-            pgconn.exit_pipeline_mode()
-        pending, self._pending = self._pending, []
-        replies, self._replies = self._replies, []
-        self._succeeded = True
-        replies += [False] * (len(pending) - len(replies))  # no reply: not known to be in
-        for message_id, succeeded in zip(pending, replies, strict=True):
-            if succeeded:
-                self._sent.append(message_id)
-            else:
-                self._record_waiting(message_id)
-
-    def _pipeline(self) -> pq.abc.PGconn:
-        if self._pgconn is not None:
-            return self._pgconn
         connection = self._session.connection()
         if connection not in self._watched:
             event.listen(connection, "before_cursor_execute", self._before_statement)
             self._watched.append(connection)
         pgconn = _pgconn(connection)
-        pgconn.enter_pipeline_mode()
-        self._pgconn = pgconn
-        return pgconn
+        try:
+            pgconn.send_query_params(
+                self._statement, [message_id.encode(), utcnow().isoformat().encode()]
+            )
+            _flush(pgconn)
+        except psycopg.Error:
+            self._record_waiting(message_id)
+            return
+        self._pending = (message_id, pgconn)
 
-    def _read_replies(self, pgconn: pq.abc.PGconn, *, wait: bool) -> None:
-        """Read the replies that came (wait: all of them), each record's in turn: its
-        statement's result, then its Sync's."""
-        while len(self._replies) < len(self._pending):
-            pgconn.consume_input()
-            if pgconn.is_busy():
-                if not wait:
-                    return
-                select.select([pgconn.socket], [], [])
-                continue
-            result = pgconn.get_result()
-            if result is None:  # the end of one statement's results
-                if pgconn.status == pq.ConnStatus.BAD:  # or of all: nothing more will come
-                    raise psycopg.OperationalError("the connection to PostgreSQL is gone")
-                continue
-            if result.status == pq.ExecStatus.PIPELINE_SYNC:
-                self._replies.append(self._succeeded)
-                self._succeeded = True
-            elif result.status != pq.ExecStatus.COMMAND_OK:
-                self._succeeded = False  # its Sync's reply follows
+    def settle(self) -> None:
+        """Read the reply of the record on the wire; one that failed is written again, the
+        waiting way, with its retries on a fresh connection."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        message_id, pgconn = pending
+        try:
+            _command_ok(pgconn)
+        except psycopg.Error:
+            self._record_waiting(message_id)
+            return
+        self._sent.append(message_id)
 
     def _record_waiting(self, message_id: str) -> None:
         record_sent(self._session, message_id)
@@ -217,3 +170,20 @@ def _flush(pgconn: pq.abc.PGconn) -> None:
     while pgconn.flush():
         select.select([pgconn.socket], [pgconn.socket], [])
         pgconn.consume_input()
+
+
+def _command_ok(pgconn: pq.abc.PGconn) -> None:
+    """Wait for the statement's results and raise if it did not succeed."""
+    failure: pq.abc.PGresult | None = None
+    while True:
+        pgconn.consume_input()
+        if pgconn.is_busy():
+            select.select([pgconn.socket], [], [])
+            continue
+        result = pgconn.get_result()
+        if result is None:
+            break
+        if result.status != pq.ExecStatus.COMMAND_OK and failure is None:
+            failure = result
+    if failure is not None:
+        raise psycopg.DatabaseError(failure.error_message.decode(errors="replace"))
