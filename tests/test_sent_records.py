@@ -104,6 +104,84 @@ def test_a_record_commits_on_its_own_before_its_reply_is_read(factory: SessionFa
     assert sent == [message_id]
 
 
+@pytest.fixture
+def own_engine(new_postgres_database: Callable[[], str]) -> Iterator[Engine]:
+    """A database of the test's own: it counts (and ends) backends by their last statement,
+    which another test's pooled connections in a shared one could match."""
+    engine = make_engine(new_postgres_database())
+    yield engine
+    engine.dispose()
+
+
+def test_two_lanes_each_carry_one_record_and_the_replies_are_read_in_order(
+    own_engine: Engine,
+) -> None:
+    """The second email's record goes out on a second connection while the first's reply is
+    unread; the third's waits for the first's reply (its lane's), not the second's."""
+    factory, pg_engine = make_session_factory(own_engine), own_engine
+    ids = queue_emails(factory, 3, EmailStatus.SENDING)
+    sent: list[str] = []
+    with statement_at_a_time(factory)() as session:
+        records = SentRecords(session, sent, lanes=2)
+        records.add(ids[0])
+        records.add(ids[1])
+        wait_until(
+            lambda: statuses(factory, ids[:2]) == [(EmailStatus.SENT, True)] * 2,
+            "both records committed, seen from another connection",
+        )
+        assert sent == []  # neither reply read yet
+        with pg_engine.connect() as admin:
+            # The session's connection and the lane of our own: two backends.
+            assert admin.scalar(text(IDLE_BACKENDS_WITH_A_RECORD)) == 2
+        records.add(ids[2])
+        assert sent == [ids[0]]  # its lane's reply, read before its next record went out
+        records.settle()
+    assert sent == ids
+
+
+# Backends whose last statement was a sent record: one per lane with a record on it.
+IDLE_BACKENDS_WITH_A_RECORD = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND query LIKE 'UPDATE email_messages SET status%'
+"""
+
+
+def test_a_record_on_a_dead_second_lane_is_written_again_on_a_fresh_connection(
+    own_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    factory, pg_engine = make_session_factory(own_engine), own_engine
+    ids = queue_emails(factory, 3, EmailStatus.SENDING)
+    waited_for: list[str] = []
+    record_and_wait = sent_records.record_sent
+
+    def spied(session: Session, message_id: str) -> None:
+        waited_for.append(message_id)
+        record_and_wait(session, message_id)
+
+    monkeypatch.setattr(sent_records, "record_sent", spied)
+    sent: list[str] = []
+    with statement_at_a_time(factory)() as session, SentRecords(session, sent, 2) as records:
+        records.add(ids[0])
+        records.add(ids[1])
+        records.settle()
+        session_pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with pg_engine.connect() as admin:
+            # The other backend that wrote a record: the second lane's; ended.
+            admin.execute(text(END_THE_OTHER_LANE), {"session_pid": session_pid})
+        records.add(ids[2])  # the first lane: fine
+        records.add(ids[0])  # the second, dead: written again the waiting way
+    assert waited_for == [ids[0]]
+    assert sent == [*ids, ids[0]]
+    assert statuses(factory, ids) == [(EmailStatus.SENT, True)] * 3
+
+
+END_THE_OTHER_LANE = """
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> :session_pid
+  AND query LIKE 'UPDATE email_messages SET status%'
+"""
+
+
 def test_a_record_whose_connection_died_is_written_again_on_a_fresh_one(
     factory: SessionFactory, pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import select
 import time
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import psycopg
 from psycopg import pq
-from sqlalchemy import Connection, bindparam, event, update
+from sqlalchemy import Connection, Engine, bindparam, event, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -71,18 +72,32 @@ def record_sent(session: Session, message_id: str) -> None:
             time.sleep(0.2 * (attempt + 1))
 
 
+@dataclass
+class _Lane:
+    connection: Connection
+    pgconn: pq.abc.PGconn
+    pending: tuple[int, str] | None = None
+
+
 class SentRecords:
     """The sent records of one delivery, each written without waiting for the last one's reply.
 
-    Used as a context manager around the sending. Any statement on the connection settles
-    the record first (a lazy load of the ORM included: libpq takes one command at a time);
+    Each connection (a lane: the session's, and with `lanes` above one, more of our own from
+    the same pool) has at most one record on the wire: PostgreSQL, idle on it, takes the
+    statement in as it comes, so a worker killed right after loses none (several on one
+    connection, in pipeline mode, it may: bench/README.md, eleventh session). The records take
+    the lanes in turn, and a lane's reply is read only when its next record is due: with
+    three, a commit's WAL flush has three emails' time to finish, not one.
+
+    Used as a context manager around the sending. Any statement on the session's connection
+    settles the records first (a lazy load of the ORM included: libpq takes one command at a time);
     the caller settles before its own statements too, so that a failed record's retry, which
     may roll the session back, never runs in the middle of another statement. Where the session's
     statements do not commit on their own (SQLite, a session inside a test's transaction),
     each record waits for its commit as before.
     """
 
-    def __init__(self, session: Session, sent: list[str]) -> None:
+    def __init__(self, session: Session, sent: list[str], lanes: int = 1) -> None:
         self._session = session
         self._sent = sent
         self._overlap = commits_each_statement(session) and _driver(session) == "psycopg"
@@ -92,8 +107,15 @@ class SentRecords:
             if get_settings().sent_record_commit == "asynchronous"
             else _MARK_SENT_SQL
         )
-        # The message whose record is on the wire, and the connection it went on.
-        self._pending: tuple[str, pq.abc.PGconn] | None = None
+        # Lanes of our own come from the session's engine (a session bound to one connection,
+        # inside a test's transaction, has the one lane).
+        bind = session.get_bind()
+        self._engine = bind if isinstance(bind, Engine) else None
+        self._lane_count = lanes if self._engine is not None else 1
+        # Per lane (a connection: the session's, then any of our own), the record on the wire
+        # (its number in this delivery, the message), and the connection.
+        self._lanes: list[_Lane] = []
+        self._added = 0
         # The connections whose statements settle first, until the delivery ends.
         self._watched: list[Connection] = []
 
@@ -110,6 +132,9 @@ class SentRecords:
         for connection in self._watched:
             event.remove(connection, "before_cursor_execute", self._before_statement)
         self._watched.clear()
+        for lane in self._lanes[1:]:
+            lane.connection.close()
+        self._lanes.clear()
 
     def _before_statement(self, *_: Any) -> None:
         self.settle()
@@ -117,38 +142,54 @@ class SentRecords:
     def add(self, message_id: str) -> None:
         """Record one message as sent: its statement is written to PostgreSQL before this
         returns (a crash afterwards does not lose it), its reply read later."""
-        self.settle()
         if not self._overlap:
             self._record_waiting(message_id)
             return
-        connection = self._session.connection()
-        if connection not in self._watched:
-            event.listen(connection, "before_cursor_execute", self._before_statement)
-            self._watched.append(connection)
-        pgconn = _pgconn(connection)
+        lane = self._lane(self._added % self._lane_count)
+        self._added += 1
+        self._settle(lane)
         try:
-            pgconn.send_query_params(
+            lane.pgconn.send_query_params(
                 self._statement, [message_id.encode(), utcnow().isoformat().encode()]
             )
-            _flush(pgconn)
+            _flush(lane.pgconn)
         except psycopg.Error:
+            self.settle()
             self._record_waiting(message_id)
             return
-        self._pending = (message_id, pgconn)
+        lane.pending = (self._added, message_id)
 
     def settle(self) -> None:
-        """Read the reply of the record on the wire; one that failed is written again, the
-        waiting way, with its retries on a fresh connection."""
-        pending, self._pending = self._pending, None
+        """Read the replies of the records on the wire, oldest first; one that failed is
+        written again, the waiting way, with its retries on a fresh connection."""
+        for lane in sorted(self._lanes, key=lambda lane: lane.pending or (0, "")):
+            self._settle(lane)
+
+    def _settle(self, lane: _Lane) -> None:
+        pending, lane.pending = lane.pending, None
         if pending is None:
             return
-        message_id, pgconn = pending
+        _, message_id = pending
         try:
-            _command_ok(pgconn)
+            _command_ok(lane.pgconn)
         except psycopg.Error:
+            self.settle()  # the session's statements come next: no record left on the wire
             self._record_waiting(message_id)
             return
         self._sent.append(message_id)
+
+    def _lane(self, number: int) -> _Lane:
+        while len(self._lanes) <= number:
+            if not self._lanes:
+                connection = self._session.connection()
+                if connection not in self._watched:
+                    event.listen(connection, "before_cursor_execute", self._before_statement)
+                    self._watched.append(connection)
+            else:
+                assert self._engine is not None  # more lanes than one only with an engine
+                connection = self._engine.connect()
+            self._lanes.append(_Lane(connection, _pgconn(connection)))
+        return self._lanes[number]
 
     def _record_waiting(self, message_id: str) -> None:
         record_sent(self._session, message_id)
