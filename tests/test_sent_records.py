@@ -65,6 +65,20 @@ def queue_emails(
     return ids
 
 
+@pytest.fixture
+def waited_for(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The messages whose record was written the waiting way (record_sent), in order."""
+    found: list[str] = []
+    record_and_wait = sent_records.record_sent
+
+    def spied(session: Session, message_id: str) -> None:
+        found.append(message_id)
+        record_and_wait(session, message_id)
+
+    monkeypatch.setattr(sent_records, "record_sent", spied)
+    return found
+
+
 def statuses(factory: SessionFactory, ids: list[str]) -> list[tuple[str, bool]]:
     """(status, sent_at set) of each message, in the order of ids, read on a fresh session."""
     with factory() as session:
@@ -147,18 +161,10 @@ WHERE datname = current_database() AND query LIKE 'UPDATE email_messages SET sta
 
 
 def test_a_record_on_a_dead_second_lane_is_written_again_on_a_fresh_connection(
-    own_engine: Engine, monkeypatch: pytest.MonkeyPatch
+    own_engine: Engine, waited_for: list[str]
 ) -> None:
     factory, pg_engine = make_session_factory(own_engine), own_engine
     ids = queue_emails(factory, 3, EmailStatus.SENDING)
-    waited_for: list[str] = []
-    record_and_wait = sent_records.record_sent
-
-    def spied(session: Session, message_id: str) -> None:
-        waited_for.append(message_id)
-        record_and_wait(session, message_id)
-
-    monkeypatch.setattr(sent_records, "record_sent", spied)
     sent: list[str] = []
     with statement_at_a_time(factory)() as session, SentRecords(session, sent, 2) as records:
         records.add(ids[0])
@@ -183,17 +189,9 @@ WHERE datname = current_database() AND pid <> :session_pid
 
 
 def test_a_record_whose_connection_died_is_written_again_on_a_fresh_one(
-    factory: SessionFactory, pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
+    factory: SessionFactory, pg_engine: Engine, waited_for: list[str]
 ) -> None:
     first, second = queue_emails(factory, 2, EmailStatus.SENDING)
-    waited_for: list[str] = []
-    record_and_wait = sent_records.record_sent
-
-    def spied(session: Session, message_id: str) -> None:
-        waited_for.append(message_id)
-        record_and_wait(session, message_id)
-
-    monkeypatch.setattr(sent_records, "record_sent", spied)
     sent: list[str] = []
     with statement_at_a_time(factory)() as session, SentRecords(session, sent) as records:
         records.add(first)
