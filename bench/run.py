@@ -194,6 +194,11 @@ class Drain:
         }
 
 
+def worker_cpu_split(pid: int, parts: dict[str, Callable[[], float]]) -> CpuSplit:
+    """The worker's CPU (the process at `pid` and its pool), beside the other parts."""
+    return CpuSplit({"worker": lambda: cpu_seconds(pid), **parts})
+
+
 class Runner:
     """Rich progress for the phases; and the polling loop every phase times its work with."""
 
@@ -235,10 +240,7 @@ class Runner:
         pid = None if process is None else process.pid
         timing = Drain(total, started)
         if pid is not None:
-            worker_pid = pid
-            timing.split = CpuSplit(
-                {"worker": lambda: cpu_seconds(worker_pid), **(cpu_parts or {})}
-            )
+            timing.split = worker_cpu_split(pid, cpu_parts or {})
         deadline = time.monotonic() + timeout
         box = started + budget if budget is not None else math.inf
         while True:
@@ -605,8 +607,7 @@ def latency(
     interval = 1 / rate
     baseline = sink.received()
     # From the first publish to the last email: the whole paced run, not only its drain.
-    worker_pid = worker_process.pid
-    split = CpuSplit({"worker": lambda: cpu_seconds(worker_pid), **cpu_parts})
+    split = worker_cpu_split(worker_process.pid, cpu_parts)
     split.mark_first(0)
     start = time.perf_counter()
     with app.producer_or_acquire() as producer:

@@ -67,29 +67,48 @@ def first_copy_in_flight(
     return entered, release
 
 
+# Makes the next event of a type stop at some point of its transaction, until `release` is
+# set; `entered` is set when it got there: (entered, release).
+Hold = Callable[[pytest.MonkeyPatch, type[Event]], tuple[threading.Event, threading.Event]]
+
+
 def race(
     database: Engine,
     monkeypatch: pytest.MonkeyPatch,
     event: type[Event],
     first: Callable[[], Result],
     copy: Callable[[], Result],
-) -> tuple[Result, Result]:
-    """The first delivery stops inside its transaction; the copy (another worker's) starts
-    meanwhile and must wait on the first's inbox row; then the first commits."""
-    entered, release = first_copy_in_flight(monkeypatch, event)
-    results: dict[str, Result] = {}
-    threads = [
-        threading.Thread(target=lambda: results.update(first=first()), daemon=True),
-        threading.Thread(target=lambda: results.update(copy=copy()), daemon=True),
-    ]
-    threads[0].start()
-    assert entered.wait(timeout=30), "the first delivery never reached its handler"
-    threads[1].start()
-    wait_until(lambda: lock_waiters(database), "the copy waiting on the first one's inbox row")
+    *,
+    hold: Hold = first_copy_in_flight,
+    waits: str = "the copy waiting on the first one's inbox row",
+) -> tuple[Any, Any]:
+    """The first delivery stops inside its transaction (where `hold` stops it); the copy
+    (another worker's) starts meanwhile and must wait on a lock the first holds (`waits`
+    says which); then the first commits. What each returned or raised."""
+    entered, release = hold(monkeypatch, event)
+    results: dict[str, Any] = {}
+    threads = [in_thread(results, "first", first)]
+    assert entered.wait(timeout=30), "the first delivery never reached where it is held"
+    threads.append(in_thread(results, "copy", copy))
+    wait_until(lambda: lock_waiters(database), waits)
     release.set()
     for thread in threads:
         thread.join(timeout=30)
     return results["first"], results["copy"]
+
+
+def in_thread(results: dict[str, Any], name: str, work: Callable[[], object]) -> threading.Thread:
+    """Run work in a thread of its own, keeping what it returned or raised as results[name]."""
+
+    def keep() -> None:
+        try:
+            results[name] = work()
+        except BaseException as exc:  # what the task would retry or bury, kept for the test
+            results[name] = exc
+
+    thread = threading.Thread(target=keep, daemon=True)
+    thread.start()
+    return thread
 
 
 @pytest.mark.parametrize(
@@ -194,38 +213,23 @@ def test_an_event_on_a_client_waits_for_a_change_in_flight_and_audits_what_it_re
         assert session.get(Client, "C1").city == "Newtown"  # type: ignore[union-attr]
 
 
-def first_add_held_before_its_commit(
-    monkeypatch: pytest.MonkeyPatch,
+def held_before_its_commit(
+    monkeypatch: pytest.MonkeyPatch, event: type[Event]
 ) -> tuple[threading.Event, threading.Event]:
-    """Make the next clients.add run its handler (its client inserted, the lock of the events
-    waiting for it taken) and then stop, its transaction open, until `release` is set;
-    `added` is set when it got there."""
-    kind: type[Event] = AddClient
-    handler = HANDLERS[kind]
-    added, release = threading.Event(), threading.Event()
+    """Make the next event of this type run its handler (a clients.add: its client inserted,
+    the lock of the events waiting for it taken) and then stop, its transaction open, until
+    `release` is set; `done` is set when it got there."""
+    handler = HANDLERS[event]
+    done, release = threading.Event(), threading.Event()
 
     def handle_then_pause(ctx: HandlerContext, event: Any) -> None:
         handler(ctx, event)
-        if not added.is_set():
-            added.set()
+        if not done.is_set():
+            done.set()
             release.wait(timeout=30)
 
-    monkeypatch.setitem(HANDLERS, kind, handle_then_pause)
-    return added, release
-
-
-def in_thread(
-    results: dict[str, Result | Exception], name: str, run: Callable[[], Result]
-) -> threading.Thread:
-    def keep() -> None:
-        try:
-            results[name] = run()
-        except Exception as exc:  # what the task would retry or bury, kept for the test
-            results[name] = exc
-
-    thread = threading.Thread(target=keep, daemon=True)
-    thread.start()
-    return thread
+    monkeypatch.setitem(HANDLERS, event, handle_then_pause)
+    return done, release
 
 
 def test_a_contact_held_for_its_client_while_the_client_commits_is_retried_not_left_waiting(
@@ -236,20 +240,21 @@ def test_a_contact_held_for_its_client_while_the_client_commits_is_retried_not_l
     the lock it would be held after the add had looked for held events: held for good."""
     sessions = make_session_factory(database)
     apply = applier(sessions)
-    added, release = first_add_held_before_its_commit(monkeypatch)
     contact = payloads.contact("K1", "C1")
-    results: dict[str, Result | Exception] = {}
-    adding = in_thread(results, "add", lambda: apply("clients.add", payloads.client("C1")))
-    assert added.wait(timeout=30), "the add never reached its commit"
-    holding = in_thread(results, "contact", lambda: apply("contacts.add", contact))
-    wait_until(lambda: lock_waiters(database), "the contact waiting for the add's lock")
-    release.set()
-    for thread in (adding, holding):
-        thread.join(timeout=30)
 
-    assert isinstance(results["add"], Result)
-    assert results["add"].outcome is Outcome.APPLIED
-    assert isinstance(results["contact"], Transient), results["contact"]
+    added, held = race(
+        database,
+        monkeypatch,
+        AddClient,
+        lambda: apply("clients.add", payloads.client("C1")),
+        lambda: apply("contacts.add", contact),
+        hold=held_before_its_commit,
+        waits="the contact waiting for the add's lock",
+    )
+
+    assert isinstance(added, Result)
+    assert added.outcome is Outcome.APPLIED
+    assert isinstance(held, Transient), held
     with sessions() as session:
         assert session.scalars(select(RejectedEvent)).all() == []
     assert apply("contacts.add", contact).outcome is Outcome.APPLIED
@@ -261,22 +266,22 @@ def test_a_client_with_an_email_being_added_waits_for_it_and_is_refused_by_name(
     """The second insert waits for the first add's transaction and then skips its row: the
     specific refusal at once, not a unique-constraint error and a second try."""
     apply = applier(make_session_factory(database))
-    added, release = first_add_held_before_its_commit(monkeypatch)
     first = payloads.client("C1", email="same@example.com")
     second = payloads.client("C2", email="Same@EXAMPLE.com")
-    results: dict[str, Result | Exception] = {}
-    adding = in_thread(results, "first", lambda: apply("clients.add", first))
-    assert added.wait(timeout=30), "the first add never reached its commit"
-    with caplog.at_level(logging.INFO, logger="services.dispatch"):
-        racing = in_thread(results, "second", lambda: apply("clients.add", second))
-        wait_until(lambda: lock_waiters(database), "the second add waiting for the first")
-        release.set()
-        for thread in (adding, racing):
-            thread.join(timeout=30)
 
-    assert isinstance(results["first"], Result)
-    assert results["first"].outcome is Outcome.APPLIED
-    refused = results["second"]
+    with caplog.at_level(logging.INFO, logger="services.dispatch"):
+        added, refused = race(
+            database,
+            monkeypatch,
+            AddClient,
+            lambda: apply("clients.add", first),
+            lambda: apply("clients.add", second),
+            hold=held_before_its_commit,
+            waits="the second add waiting for the first",
+        )
+
+    assert isinstance(added, Result)
+    assert added.outcome is Outcome.APPLIED
     assert isinstance(refused, Result)
     assert refused.outcome is Outcome.REJECTED
     email = AddClient.model_validate(second).email

@@ -17,7 +17,7 @@ from conftest import Apply, Publisher
 from invoice_helpers import POLICY
 from sqlalchemy import Connection, Engine, event, select, update
 from sqlalchemy.orm import Session
-from test_concurrent_events import applier, lock_waiters
+from test_concurrent_events import applier, in_thread, lock_waiters
 from worker_process import wait_until
 
 from models.billing import Invoice, InvoiceNotice
@@ -275,18 +275,6 @@ def pause_first_call(
     return entered, release
 
 
-def in_thread(work: Callable[[], ChunkOutcome], results: dict[str, Any], name: str) -> Any:
-    def run() -> None:
-        try:
-            results[name] = work()
-        except BaseException as exc:  # shown by the assertion on results
-            results[name] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_the_last_two_chunks_ending_at_once_close_the_run_exactly_once(
     database: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -304,9 +292,9 @@ def test_the_last_two_chunks_ending_at_once_close_the_run_exactly_once(
     entered, release = pause_first_call(monkeypatch, fan_in, "settle")
     results: dict[str, Any] = {}
 
-    threads = [in_thread(lambda: workers.take(first), results, "first")]
+    threads = [in_thread(results, "first", lambda: workers.take(first))]
     assert entered.wait(timeout=30), "the first chunk never reached its end"
-    threads.append(in_thread(lambda: workers.take(second), results, "second"))
+    threads.append(in_thread(results, "second", lambda: workers.take(second)))
     wait_until(lambda: lock_waiters(database), "the second chunk's end waiting on the run")
     release.set()
     for thread in threads:
@@ -339,9 +327,9 @@ def test_two_copies_of_a_chunk_at_once_send_each_notice_once_and_count_it_once(
     entered, release = pause_first_call(monkeypatch, chunk_work, "notify_batch")
     results: dict[str, Any] = {}
 
-    held = in_thread(lambda: workers.take(chunk), results, "held")
+    held = in_thread(results, "held", lambda: workers.take(chunk))
     assert entered.wait(timeout=30), "the first copy never reached its first batch"
-    in_thread(lambda: workers.take(chunk), results, "other").join(timeout=30)
+    in_thread(results, "other", lambda: workers.take(chunk)).join(timeout=30)
     between = load_run(sessions, run.id)
     release.set()
     held.join(timeout=30)
