@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from models.contracts.common import sendable_address
 from models.emails import EmailMessage, EmailStatus
-from services.mail.compose import compose
+from services.mail.compose import compose, envelope_recipient, outgoing_address
 
 
 def row(**fields: Any) -> EmailMessage:
@@ -83,3 +84,42 @@ def test_a_row_with_an_unsubscribe_url_gets_both_rfc_8058_headers() -> None:
     plain = parsed(row())
     assert plain["List-Unsubscribe"] is None
     assert plain["List-Unsubscribe-Post"] is None
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ada@example.com",
+        "Ada.Lovelace+billing@mail.example.co.uk",
+        "o'brien@example.com",
+        "x!#$%&'*+/=?^_`{|}~-y@a-b.example",
+        "billing@xn--bcher-kva.example",
+        "a@" + "b" * 63 + ".example",
+        "a" * 65 + "@example.com",  # email-validator takes a long local part; so does this
+        "a@" + ".".join(["b" * 63] * 3) + "." + "c" * 60,  # 254 characters
+    ],
+)
+def test_an_address_as_the_contracts_store_it_is_sent_as_it_is(address: str) -> None:
+    assert sendable_address(address) == address  # the stored form
+    assert outgoing_address(address) == address
+    assert envelope_recipient(row(to_address=address)) == address
+
+
+def test_any_other_address_goes_through_the_contracts_parse() -> None:
+    # A row logged before addresses were stored in their ASCII form.
+    assert outgoing_address("Ada@Bücher.example") == "Ada@xn--bcher-kva.example"
+    for unsendable in (
+        "zoë@example.com",  # a non-ASCII mailbox: no SMTPUTF8
+        "ada@example.com\r\nBcc: x@example.org",
+        "ada lovelace@example.com",
+        '"ada"@example.com>',
+        "ada@example",
+        "ada..lovelace@example.com",
+        "ada@-example.com",
+        "ada@" + "b" * 64 + ".example",
+        "a@" + ".".join(["b" * 63] * 3) + "." + "c" * 61,  # 255 characters
+    ):
+        with pytest.raises(ValueError, match="cannot be sent to"):
+            outgoing_address(unsendable)
+        with pytest.raises(ValueError, match="cannot be sent to"):
+            compose(row(to_address=unsendable), "billing@host.example")

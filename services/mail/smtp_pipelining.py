@@ -28,6 +28,8 @@ from email.generator import BytesGenerator
 from email.message import Message as MimeMessage
 from typing import Any, NamedTuple
 
+from services.mail.wire import message_bytes
+
 CRLF = b"\r\n"
 # A line starting with a dot gets a second one (RFC 5321 4.5.2, "transparency").
 _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
@@ -187,15 +189,15 @@ def _prepare(smtp: smtplib.SMTP, envelope: Envelope) -> _Outgoing:
 
 def _flatten(message: MimeMessage, international: bool) -> bytes:
     """The message as send_message writes it: CRLF line ends, ending with one."""
-    with io.BytesIO() as out:
-        if international:
+    if not international:
+        data = message_bytes(message)
+    else:
+        with io.BytesIO() as out:
             # As smtplib does; compat32 (compose's policy) has no utf8 and raises TypeError,
             # which delivery takes for an email that cannot be composed, as before.
             policy: Any = message.policy
             BytesGenerator(out, policy=policy.clone(utf8=True)).flatten(message, linesep="\r\n")
-        else:
-            BytesGenerator(out).flatten(message, linesep="\r\n")
-        data = out.getvalue()
+            data = out.getvalue()
     return data if data.endswith(CRLF) else data + CRLF
 
 
