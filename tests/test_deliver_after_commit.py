@@ -144,3 +144,36 @@ def test_an_unreachable_server_counts_the_attempt_and_says_so(
     assert (message.status, message.attempts) == ("queued", 1)
     assert message.last_error is not None
     assert "Connection refused" in message.last_error
+
+
+def test_a_refused_email_of_an_event_is_recorded_on_its_row_and_the_rest_go_out(
+    session_factory: SessionFactory, publisher: Publisher, smtp: SmtpSink, db: Session
+) -> None:
+    """The emails are sent as the event's commit left them and only a failed one is taken
+    into the delivery's session to be recorded (services.mail.delivery.deliver_claimed)."""
+    after_commit = AfterCommit(session_factory, smtp)
+    apply(session_factory, publisher, after_commit, "clients.add", payloads.client("C1"))
+    for contact_id in ("K1", "K2", "K3"):
+        payload = payloads.contact(contact_id, "C1", "general")
+        apply(session_factory, publisher, after_commit, "contacts.add", payload)
+    smtp.fail_rcpt = {
+        "k1@example.com": "550 5.1.1 No such mailbox",
+        "k2@example.com": "450 4.2.1 Mailbox busy",
+    }
+    apply(session_factory, publisher, after_commit, "notifications.send", payloads.notification())
+
+    rows = {
+        m.to_address: (m.status, m.attempts, m.last_error)
+        for m in db.scalars(select(EmailMessage).where(EmailMessage.template != "client_signup"))
+    }
+    assert rows == {
+        "c1@example.com": ("sent", 1, None),
+        "k1@example.com": ("failed", 1, "550 5.1.1 No such mailbox"),
+        "k2@example.com": ("queued", 1, "450 4.2.1 Mailbox busy"),
+        "k3@example.com": ("sent", 1, None),
+    }
+    report = after_commit.reports[-1]
+    assert (len(report.sent), len(report.failed), len(report.retry)) == (2, 1, 1)
+    assert sorted(r.rcpt_tos[0] for r in smtp.messages if b"Maintenance" in r.data) == [
+        "c1@example.com", "k3@example.com",
+    ]  # fmt: skip

@@ -257,3 +257,22 @@ def test_a_connection_left_waiting_for_an_email_written_ahead_is_closed_not_kept
     transport.close()
     assert smtp.connections == (2 if pipelining else 1)
     assert [r.rcpt_tos for r in smtp.wait_for(2)] == [["a@example.com"], ["d@example.com"]]
+
+
+@pytest.mark.parametrize(
+    ("sender", "recipient", "arrives_as"),
+    [
+        ("billing@host.example", "o'brien+x@mail.example.co.uk", "o'brien+x@mail.example.co.uk"),
+        ("b!#$%&*/=?^_`{|}~-@host.example", "r.s@example.com", "r.s@example.com"),
+        # Not plain mailboxes: taken through smtplib.quoteaddr's parse, as send_message does.
+        ("Billing <billing@host.example>", "Ada <ada@example.com>", "ada@example.com"),
+    ],
+)
+def test_the_envelope_names_the_same_mailboxes_either_way(
+    connection: MailConnection, smtp: SmtpSink, sender: str, recipient: str, arrives_as: str
+) -> None:
+    connection.send(message(to=recipient), sender, [recipient])
+    [received] = smtp.wait_for(1)
+    assert (received.mail_from, received.rcpt_tos) == (
+        smtplib.quoteaddr(sender)[1:-1], [arrives_as],
+    )  # fmt: skip

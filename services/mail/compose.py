@@ -185,9 +185,12 @@ def envelope_recipient(message: EmailMessage) -> str:
 
 def outgoing_address(address: str) -> str:
     """The address in its ASCII form: as it is where it has the form the contracts store."""
-    if len(address) <= _MAX_ADDRESS and _STORED_MAILBOX.fullmatch(address):
-        return address
-    return sendable_address(address)
+    return address if in_stored_form(address) else sendable_address(address)
+
+
+def in_stored_form(address: str) -> bool:
+    """Whether the address is a plain ASCII mailbox as the contracts store it (_STORED_MAILBOX)."""
+    return len(address) <= _MAX_ADDRESS and _STORED_MAILBOX.fullmatch(address) is not None
 
 
 @lru_cache(maxsize=64)

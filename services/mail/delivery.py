@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from email.message import Message as MimeMessage
 
 from sqlalchemy import update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from models.base import utcnow
 from models.emails import EmailMessage, EmailStatus
@@ -130,10 +130,13 @@ def deliver_claimed(
     event), recording every outcome."""
     report = DeliveryReport()
     with statement_at_a_time(session_factory)() as session:
-        claimed = [session.merge(message, load=False) for message in messages]
+        # Sent as they are, still the committing session's (read, never changed there): one
+        # that fails is merged into this session to record it (_record_failure). Merging
+        # every message up front was 8 % of a pool process's time in the notifications.send
+        # profile (bench/README.md, twelfth session).
         _send(
-            session, transport, claimed, [], (mail_from, reply_to), max_attempts, critical,
-            report,
+            session, transport, list(messages), [], (mail_from, reply_to), max_attempts,
+            critical, report,
         )  # fmt: skip
     return report
 
@@ -287,6 +290,8 @@ def _record_failure(
     max_attempts: int,
     report: DeliveryReport,
 ) -> None:
+    if object_session(message) is not session:  # one of deliver_claimed's (see there)
+        message = session.merge(message, load=False)
     _, reply = smtp_reply(exc)
     if isinstance(exc, COMPOSE_ERRORS):
         reply = f"cannot be composed, not retried: {reply}"
