@@ -21,7 +21,7 @@ from services.audit import diff, record_change
 from services.context import HandlerContext
 from services.errors import Conflict, Transient
 from services.routing import holder_of
-from services.sql import insert_into
+from services.sql import insert_rows
 from services.waiting import key_lock, release_waiting_for_each
 
 WELCOME_TEMPLATE = "client_signup"
@@ -106,12 +106,13 @@ def add_clients(adds: Sequence[tuple[HandlerContext, AddClient]]) -> set[str]:
     # Core on the table, not the ORM's insert: a tenth fewer Python calls for a lone add. In
     # id order: two adds of overlapping clients wait for each other in one order.
     rows = sorted(row_of.values(), key=lambda row: str(row["id"]))
-    insert = insert_into(session, _CLIENTS).on_conflict_do_nothing()
+    insert, parameters = insert_rows(session, _CLIENTS, rows)
+    insert = insert.on_conflict_do_nothing()
     lock = key_lock(session, literal(_WAITING_PREFIX) + _CLIENTS.c.id)
     returning = (
         insert.returning(_CLIENTS.c.id) if lock is None else insert.returning(_CLIENTS.c.id, lock)
     )
-    inserted = {row[0] for row in session.connection().execute(returning, rows)}
+    inserted = {row[0] for row in session.connection().execute(returning, parameters)}
     # What the welcome email is made from; not in the session, which has nothing to write
     # for it (a later read in this transaction loads the row).
     added = [
