@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import payloads
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import (
+    AfterValidator,
+    EmailStr,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 
 from models.contracts import EVENTS, json_schemas
-from models.contracts.common import sendable_address
+from models.contracts.common import Email, sendable_address
 from services.dispatch import parse_event
 from services.errors import Rejected
 
@@ -212,3 +219,44 @@ def test_sendable_address_is_the_same_when_asked_again_and_refuses_each_time() -
     for _ in range(2):
         with pytest.raises(ValueError, match="cannot be sent to"):
             sendable_address("zoë@example.com")
+
+
+# The Email type before plain ASCII mailboxes skipped the second parse (every address
+# through sendable_address after EmailStr): the answer must not have changed.
+_PARSED_TWICE: TypeAdapter[str] = TypeAdapter(
+    Annotated[EmailStr, StringConstraints(max_length=254), AfterValidator(sendable_address)]
+)
+_EMAIL: TypeAdapter[str] = TypeAdapter(Email)
+
+
+def _outcome(adapter: TypeAdapter[str], value: str) -> str:
+    try:
+        return "stored as " + adapter.validate_python(value)
+    except ValidationError:
+        return "refused"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.emails(),
+        st.builds(
+            "{}@{}".format,
+            st.text("aZ09.!#$%&'*+/=?^_`{|}~-\"(),: ü", min_size=1, max_size=70),
+            st.text("aZ09.-ü_", min_size=1, max_size=70),
+        ),
+    )
+)
+def test_the_email_type_stores_and_refuses_what_two_parses_did(value: str) -> None:
+    assert _outcome(_EMAIL, value) == _outcome(_PARSED_TWICE, value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Ada@Example.COM", "ada@localhost", "ada@host.test", "ada@1.2.3.4", "a" * 65 + "@ex.com",
+        "ada@" + "b" * 64 + ".example", "ada..b@example.com", "ada@bücher.example", "x@y.example",
+    ],
+)  # fmt: skip
+def test_the_email_type_agrees_with_two_parses_on_the_edges(value: str) -> None:
+    assert _outcome(_EMAIL, value) == _outcome(_PARSED_TWICE, value)

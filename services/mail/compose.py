@@ -12,7 +12,6 @@ explicitly here (RFC 2047 words for headers, quoted-printable UTF-8 for the bodi
 from __future__ import annotations
 
 import binascii
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from email.policy import Compat32
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 
-from models.contracts.common import CONTROL_CHARACTERS, sendable_address
+from models.contracts.common import CONTROL_CHARACTERS, plain_ascii_mailbox, sendable_address
 from models.emails import EmailMessage
 
 # Headers written on one line whatever their length (up to RFC 5322's 998 characters), see
@@ -36,18 +35,6 @@ from models.emails import EmailMessage
 _UNFOLDED = frozenset(
     {"List-Unsubscribe", "Content-Type", "Content-Disposition", "X-Clientflow-Idempotency-Key"}
 )
-
-
-# A mailbox as the contracts store it (models.contracts.common.sendable_address's result): an
-# RFC 5321 dot-atom local part at a domain of LDH labels, all ASCII. Sent as it is; anything
-# else (a row logged before addresses were stored so, with a Unicode domain) goes through
-# email-validator's parse as before. That parse is cached, but a delivery to thousands of
-# addresses each seen once misses the cache every time: it was 4 % of a pool process's time in
-# the notifications.send profile (bench/README.md, twelfth session).
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_STORED_MAILBOX = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+")
-_MAX_ADDRESS = 254  # RFC 5321's path limit, less its angle brackets
 
 
 # RFC 2047 section 2: a header line that holds encoded words is at most 76 characters long.
@@ -184,13 +171,13 @@ def envelope_recipient(message: EmailMessage) -> str:
 
 
 def outgoing_address(address: str) -> str:
-    """The address in its ASCII form: as it is where it has the form the contracts store."""
-    return address if in_stored_form(address) else sendable_address(address)
-
-
-def in_stored_form(address: str) -> bool:
-    """Whether the address is a plain ASCII mailbox as the contracts store it (_STORED_MAILBOX)."""
-    return len(address) <= _MAX_ADDRESS and _STORED_MAILBOX.fullmatch(address) is not None
+    """The address in its ASCII form: as it is where it is a plain ASCII mailbox, the form
+    the contracts store. Anything else (a row logged before addresses were stored so, with a
+    Unicode domain) goes through email-validator's parse as before: cached, but a delivery
+    to thousands of addresses each seen once misses the cache every time, and the parse was
+    4 % of a pool process's time in the notifications.send profile (bench/README.md,
+    twelfth session)."""
+    return address if plain_ascii_mailbox(address) else sendable_address(address)
 
 
 @lru_cache(maxsize=64)

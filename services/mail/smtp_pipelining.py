@@ -28,7 +28,7 @@ from email.generator import BytesGenerator
 from email.message import Message as MimeMessage
 from typing import Any, NamedTuple
 
-from services.mail.compose import in_stored_form
+from models.contracts.common import plain_ascii_mailbox
 from services.mail.wire import message_bytes
 
 CRLF = b"\r\n"
@@ -192,7 +192,7 @@ def _path(address: str) -> str:
     """smtplib.quoteaddr(address): "<address>", without its parse where the address is a
     plain mailbox (parseaddr, twice per email, was 5 % of a pool process's time in the
     notifications.send profile, bench/README.md, twelfth session)."""
-    return f"<{address}>" if in_stored_form(address) else smtplib.quoteaddr(address)
+    return f"<{address}>" if plain_ascii_mailbox(address) else smtplib.quoteaddr(address)
 
 
 def _flatten(message: MimeMessage, international: bool) -> bytes:
