@@ -574,7 +574,19 @@ def phase_clients_add(ctx: Context) -> None:
                     if timing.partial:  # the latency run wants an idle worker
                         ctx.broker.delete(*queues)
                         wait_idle(ctx.broker, queues, 10)
-                    latency(ctx, app, sink, timing.rate * ctx.args.latency_load, proc, parts)
+                    with ExitStack() as profiling:
+                        if ctx.args.profile_latency is not None:
+                            profiling.enter_context(
+                                py_spy(
+                                    proc.pid,
+                                    ctx.args.profile_latency,
+                                    ctx.args.concurrency,
+                                    ctx.runner.console,
+                                    "latency",
+                                )
+                            )
+                        rate = timing.rate * ctx.args.latency_load
+                        latency(ctx, app, sink, rate, proc, parts)
                 except Exception as exc:  # reported; the other phases still run
                     ctx.results["latency"] = {"error": f"{type(exc).__name__}: {exc}"}
                     ctx.runner.console.print(f"[red]latency failed: {exc}[/]")
@@ -1132,6 +1144,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="FILE",
         help="py-spy record (raw) the worker during clients.add into FILE",
+    )
+    parser.add_argument(
+        "--profile-latency",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="py-spy record (raw) the worker during the latency run into FILE",
     )
     parser.add_argument(
         "--profile-notifications",

@@ -239,3 +239,43 @@ def test_the_channel_refuses_a_kombu_it_was_not_written_for(
     with pytest.raises(SystemExit) as lacking:
         redis_transport.check_kombu()
     assert "lacks Channel._flush_brpop_reauth" in str(lacking.value)
+
+
+def test_acknowledgements_share_one_client_per_connection_pool(
+    broker: tuple[RedisServer, Celery, redis.Redis], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kombu built a redis.Redis for every ack; the channel makes one per pool and keeps it."""
+    _, app, client = broker
+    made: list[Any] = []
+    construct = redis.Redis.__init__
+
+    def counted(self: redis.Redis, *args: Any, **kwargs: Any) -> None:
+        made.append(kwargs.get("connection_pool"))
+        construct(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.Redis, "__init__", counted)
+    for number in range(5):
+        app.send_task("clients.add", kwargs=payloads.client(f"S{number}"))
+    with app.connection_for_read() as connection:
+        channel: Any = connection.channel()
+        acked: list[str] = []
+
+        def take(body: Any, message: Any) -> None:
+            message.ack()
+            acked.append(message.delivery_tag)
+
+        with Consumer(channel, [app.amqp.queues["events"]], accept=["json"], callbacks=[take]):
+            while len(acked) < 5:
+                connection.drain_events(timeout=5)
+        synchronous = [pool for pool in made if pool is channel.pool]
+        assert len(synchronous) == 1  # five acks, one client
+        assert client.hlen("unacked") == 0
+        assert client.zcard("unacked_index") == 0
+
+        # A new pool (kombu makes one after a reconnect) gets a client of its own.
+        old = channel._create_client()
+        channel._pool = None
+        fresh = channel._create_client()
+        assert fresh is not old
+        assert fresh.connection_pool is channel.pool is not old.connection_pool
+        assert channel._create_client() is fresh

@@ -196,10 +196,28 @@ class Channel(kombu_redis.Channel):
     # message there is taken at once; one on another queue waits at most WAIT_SECONDS.
     _wait_key: str | None = None
 
+    # The synchronous client, and the connection pool it was made for.
+    _sync_client: Any = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Queues read without acknowledgement (a client's reply queue): nothing to record.
         self._no_ack_queues: set[str] = set()
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        """One synchronous client per connection pool, not one per use: kombu makes a new
+        redis.Redis for every acknowledgement (conn_or_acquire), and redis-py's constructor
+        fills a table of some 200 reply callbacks each time, a tenth of the worker's main
+        process in a latency profile (bench/README.md, twelfth session). A client holds no
+        connection of its own (each command takes one from the pool), so one serves every
+        caller; a new pool (after a reconnect) gets a new client."""
+        if asynchronous:
+            return super()._create_client(asynchronous=True)  # type: ignore[misc]
+        pool = self.pool
+        client = self._sync_client
+        if client is None or client.connection_pool is not pool:
+            client = self._sync_client = super()._create_client()  # type: ignore[misc]
+        return client
 
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         if no_ack:
