@@ -42,7 +42,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -488,6 +488,15 @@ def publish(app: Celery, name: str, events: Iterator[dict[str, Any]]) -> None:
             )
 
 
+def profiled(
+    ctx: Context, proc: subprocess.Popen[bytes], output: Path | None, phase: str
+) -> AbstractContextManager[None]:
+    """The phase's py-spy record of the worker, where its --profile-... option asks for one."""
+    if output is None:
+        return nullcontext()
+    return py_spy(proc.pid, output, ctx.args.concurrency, ctx.runner.console, phase)
+
+
 @contextmanager
 def py_spy(
     pid: int, output: Path, concurrency: int, console: Console, phase: str
@@ -547,17 +556,7 @@ def phase_clients_add(ctx: Context) -> None:
         with ctx.cpu_parts(database_url, sink) as parts, ctx.worker(
             "clients_add", env, queues
         ) as proc:
-            with ExitStack() as profiling:
-                if ctx.args.profile_clients_add is not None:
-                    profiling.enter_context(
-                        py_spy(
-                            proc.pid,
-                            ctx.args.profile_clients_add,
-                            ctx.args.concurrency,
-                            ctx.runner.console,
-                            "clients.add",
-                        )
-                    )
+            with profiled(ctx, proc, ctx.args.profile_clients_add, "clients.add"):
                 timing = ctx.runner.drain(
                     task,
                     n,
@@ -574,17 +573,7 @@ def phase_clients_add(ctx: Context) -> None:
                     if timing.partial:  # the latency run wants an idle worker
                         ctx.broker.delete(*queues)
                         wait_idle(ctx.broker, queues, 10)
-                    with ExitStack() as profiling:
-                        if ctx.args.profile_latency is not None:
-                            profiling.enter_context(
-                                py_spy(
-                                    proc.pid,
-                                    ctx.args.profile_latency,
-                                    ctx.args.concurrency,
-                                    ctx.runner.console,
-                                    "latency",
-                                )
-                            )
+                    with profiled(ctx, proc, ctx.args.profile_latency, "latency"):
                         rate = timing.rate * ctx.args.latency_load
                         latency(ctx, app, sink, rate, proc, parts)
                 except Exception as exc:  # reported; the other phases still run
@@ -703,17 +692,7 @@ def phase_notifications(ctx: Context) -> None:
         started = time.perf_counter()
         with ctx.cpu_parts(database_url, sink) as parts, ctx.worker(
             "notifications", env, queues
-        ) as proc, ExitStack() as profiling:
-            if ctx.args.profile_notifications is not None:
-                profiling.enter_context(
-                    py_spy(
-                        proc.pid,
-                        ctx.args.profile_notifications,
-                        ctx.args.concurrency,
-                        ctx.runner.console,
-                        "notifications.send",
-                    )
-                )
+        ) as proc, profiled(ctx, proc, ctx.args.profile_notifications, "notifications.send"):
             timing = ctx.runner.drain(
                 task,
                 emails,
@@ -755,16 +734,9 @@ def phase_invoice_run(ctx: Context) -> None:
             while not app.control.ping(timeout=0.5):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the worker did not answer a ping")
-            if ctx.args.profile_invoice_run is not None:
-                profiling.enter_context(
-                    py_spy(
-                        proc.pid,
-                        ctx.args.profile_invoice_run,
-                        ctx.args.concurrency,
-                        ctx.runner.console,
-                        "invoice run",
-                    )
-                )
+            profiling.enter_context(
+                profiled(ctx, proc, ctx.args.profile_invoice_run, "invoice run")
+            )
             # One task: timed from its publication (the worker is up) to the last email.
             started = time.perf_counter()
             app.send_task("invoices.run", kwargs={"run_date": RUN_DATE.isoformat()})
