@@ -20,7 +20,9 @@ from services.redaction import ids_only
 
 @lru_cache(maxsize=1)
 def session_factory() -> SessionFactory:
-    return make_session_factory(make_engine(get_settings().effective_database_url))
+    # A pooled connection is pinged only when it was idle for a while (models.engine).
+    engine = make_engine(get_settings().effective_database_url, ping_when_idle=True)
+    return make_session_factory(engine)
 
 
 @lru_cache(maxsize=1)
