@@ -63,10 +63,17 @@ def latency_load(results: dict[str, Any], cores: int) -> list[str]:
     if not {"machine", "worker"} <= split.keys() or not drained or not rate:
         return []
     used = split["machine"]
+    publisher = split.get("publisher")
+    publishing = (
+        ""
+        if publisher is None
+        else f", and this benchmark publishing it {publisher:.2f} (a publisher that would be "
+        "another machine's)"
+    )
     return [
         f"- latency: paced at {rate:,.1f} events/s ({load_text(r.get('load', 0.5))} the "
         f"clients.add rate), an event took {used:.2f} ms of the machine's CPU (the worker "
-        f"{split['worker']:.2f}), against {drained:.2f} in the clients.add drain, where "
-        f"batches are large: the pace kept the {cores} cores {rate * used / (cores * 1000):.0%} "
-        "busy."
+        f"{split['worker']:.2f}{publishing}), against {drained:.2f} in the clients.add drain, "
+        f"where batches are large: the pace kept the {cores} cores "
+        f"{rate * used / (cores * 1000):.0%} busy."
     ]

@@ -61,5 +61,10 @@ def test_how_busy_the_latency_run_kept_the_machine() -> None:
     assert "kept the 2 cores 72% busy" in line
     latency["load"] = 0.05
     assert "(0.05 of the clients.add rate)" in latency_load(run, cores=2)[0]
+    # Where the benchmark's own publishing was measured, it is named beside the worker.
+    latency["cpu_ms_per_item"]["publisher"] = 0.45
+    assert "(the worker 2.40, and this benchmark publishing it 0.45 (a publisher" in (
+        latency_load(run, cores=2)[0]
+    )
     # A run without the CPU measured (an older results file) has no line.
     assert latency_load({"latency": {"p50_ms": 20.0}}, cores=2) == []
