@@ -22,7 +22,7 @@ from smtp_sink import SmtpSink
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from test_invoice_worker import load
-from worker_process import WorkerProcess, worker_fixture
+from worker_process import WorkerProcess, wait_until, worker_fixture
 
 from models.clients import Client, Contact
 from models.emails import EmailMessage, EmailStatus
@@ -64,6 +64,18 @@ def one_of_each_applied(session: Session, pairs: list[tuple[str, str]]) -> bool:
         session.scalars(select(ProcessedEvent.event_id).where(ProcessedEvent.event_id.in_(ids)))
     )
     return all(len(applied & set(pair)) == 1 for pair in pairs)
+
+
+def applied_together(worker: WorkerProcess, task_name: str) -> list[int]:
+    """The sizes of the batches the pool says it applied. Waited for: the pool logs a batch
+    once its job returns, after its emails are sent and recorded, so a test that has just
+    seen the last one recorded can read the log before the line is there."""
+    pattern = re.compile(rf"(\d+) of \d+ {re.escape(task_name)} events applied together")
+
+    def sizes() -> list[int]:
+        return [int(n) for n in pattern.findall(worker.log_text())]
+
+    return wait_until(sizes, lambda: f"a batch logged; log tail:\n{worker.log_tail()}")
 
 
 def run_backlog(worker: WorkerProcess, smtp: SmtpSink) -> None:
@@ -126,9 +138,7 @@ def run_backlog(worker: WorkerProcess, smtp: SmtpSink) -> None:
         "every welcome email recorded sent",
     )
     # And batches applied them: the pool logs each.
-    together = re.findall(r"(\d+) of \d+ clients\.add events applied together", worker.log_text())
-    assert together, worker.log_tail()
-    assert max(int(n) for n in together) > 1
+    assert max(applied_together(worker, "clients.add")) > 1
 
 
 def test_a_backlog_is_applied_in_batches_with_every_outcome_kept(
@@ -188,8 +198,4 @@ def test_a_backlog_of_notifications_is_sent_in_batches_each_email_once(
     assert len(counts) == emails
     assert set(counts.values()) == {1}, counts.most_common(3)
     worker.wait_no_email_owed()
-    together = re.findall(
-        r"(\d+) of \d+ notifications\.send events applied together", worker.log_text()
-    )
-    assert together, worker.log_tail()
-    assert max(int(n) for n in together) > 1
+    assert max(applied_together(worker, "notifications.send")) > 1
