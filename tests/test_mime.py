@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from models.contracts.common import sendable_address
+from models.contracts.common import sendable_address, sendable_form
 from models.emails import EmailMessage, EmailStatus
-from services.mail.compose import compose, envelope_recipient, outgoing_address
+from services.mail.compose import compose, envelope_recipient
 
 
 def row(**fields: Any) -> EmailMessage:
@@ -101,13 +101,13 @@ def test_a_row_with_an_unsubscribe_url_gets_both_rfc_8058_headers() -> None:
 )
 def test_an_address_as_the_contracts_store_it_is_sent_as_it_is(address: str) -> None:
     assert sendable_address(address) == address  # the stored form
-    assert outgoing_address(address) == address
+    assert sendable_form(address) == address
     assert envelope_recipient(row(to_address=address)) == address
 
 
 def test_any_other_address_goes_through_the_contracts_parse() -> None:
     # A row logged before addresses were stored in their ASCII form.
-    assert outgoing_address("Ada@Bücher.example") == "Ada@xn--bcher-kva.example"
+    assert sendable_form("Ada@Bücher.example") == "Ada@xn--bcher-kva.example"
     for unsendable in (
         "zoë@example.com",  # a non-ASCII mailbox: no SMTPUTF8
         "ada@example.com\r\nBcc: x@example.org",
@@ -120,6 +120,6 @@ def test_any_other_address_goes_through_the_contracts_parse() -> None:
         "a@" + ".".join(["b" * 63] * 3) + "." + "c" * 61,  # 255 characters
     ):
         with pytest.raises(ValueError, match="cannot be sent to"):
-            outgoing_address(unsendable)
+            sendable_form(unsendable)
         with pytest.raises(ValueError, match="cannot be sent to"):
             compose(row(to_address=unsendable), "billing@host.example")

@@ -87,6 +87,17 @@ def sendable_address(value: str) -> str:
     return str(checked.ascii_email)
 
 
+def sendable_form(address: str) -> str:
+    """sendable_address, without its parse where the address is a plain ASCII mailbox (its
+    own sendable form): for an address just parsed by EmailStr (the Email type; the second
+    parse was 3 % of a pool process's time in the clients.add profile), and for one the
+    contracts stored (services.mail.compose: a delivery to thousands of addresses each seen
+    once misses sendable_address's cache every time, 4 % of the notifications.send profile;
+    bench/README.md, twelfth session). Anything else (a row logged before addresses were
+    stored so, with a Unicode domain) is parsed as before."""
+    return address if plain_ascii_mailbox(address) else sendable_address(address)
+
+
 def json_depth(value: Any) -> int:
     """How many arrays and objects deep `value` nests, counted without recursion."""
     deepest, stack = 0, [(value, 0)]
@@ -167,17 +178,7 @@ Line = Annotated[
 Notes = Annotated[str, StringConstraints(max_length=5000), AfterValidator(_multi_line)]
 
 
-def _sendable_after_parse(value: str) -> str:
-    """sendable_address of an address EmailStr has just parsed (and normalized: its domain in
-    lower case) with the same library: a plain ASCII mailbox is its own ASCII form, and is not
-    parsed a second time (the second parse was 3 % of a pool process's time in the clients.add
-    profile, bench/README.md, twelfth session)."""
-    return value if plain_ascii_mailbox(value) else sendable_address(value)
-
-
-Email = Annotated[
-    EmailStr, StringConstraints(max_length=254), AfterValidator(_sendable_after_parse)
-]
+Email = Annotated[EmailStr, StringConstraints(max_length=254), AfterValidator(sendable_form)]
 Date = Annotated[dt.date, AfterValidator(_bounded_date)]
 
 

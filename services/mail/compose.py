@@ -24,7 +24,7 @@ from email.policy import Compat32
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 
-from models.contracts.common import CONTROL_CHARACTERS, plain_ascii_mailbox, sendable_address
+from models.contracts.common import CONTROL_CHARACTERS, sendable_form
 from models.emails import EmailMessage
 
 # Headers written on one line whatever their length (up to RFC 5322's 998 characters), see
@@ -167,17 +167,7 @@ def envelope_sender(mail_from: str) -> str:
 
 def envelope_recipient(message: EmailMessage) -> str:
     """The To header's address, in the ASCII form the SMTP encoder takes (see compose)."""
-    return outgoing_address(message.to_address)
-
-
-def outgoing_address(address: str) -> str:
-    """The address in its ASCII form: as it is where it is a plain ASCII mailbox, the form
-    the contracts store. Anything else (a row logged before addresses were stored so, with a
-    Unicode domain) goes through email-validator's parse as before: cached, but a delivery
-    to thousands of addresses each seen once misses the cache every time, and the parse was
-    4 % of a pool process's time in the notifications.send profile (bench/README.md,
-    twelfth session)."""
-    return address if plain_ascii_mailbox(address) else sendable_address(address)
+    return sendable_form(message.to_address)
 
 
 @lru_cache(maxsize=64)
@@ -203,7 +193,7 @@ def compose(
     # Rows logged before addresses were stored in their ASCII form may hold a Unicode domain,
     # which the SMTP encoder refuses; the ASCII form reaches the same mailbox.
     mime["To"] = formataddr(
-        (_checked("To", message.to_name), outgoing_address(message.to_address)),
+        (_checked("To", message.to_name), sendable_form(message.to_address)),
         charset="utf-8",
     )
     if reply_to:
