@@ -29,9 +29,8 @@ from email.message import Message as MimeMessage
 from typing import Any, NamedTuple
 
 from models.contracts.common import plain_ascii_mailbox
-from services.mail.wire import message_bytes
+from services.mail.wire import CRLF, message_bytes
 
-CRLF = b"\r\n"
 # A line starting with a dot gets a second one (RFC 5321 4.5.2, "transparency").
 _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 
