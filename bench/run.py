@@ -495,14 +495,18 @@ def profiled(
     """The phase's py-spy record of the worker, where its --profile-... option asks for one."""
     if output is None:
         return nullcontext()
-    return py_spy(proc.pid, output, ctx.args.concurrency, ctx.runner.console, phase)
+    return py_spy(
+        proc.pid, output, ctx.args.concurrency, ctx.runner.console, phase, ctx.args.profile_gil
+    )
 
 
 @contextmanager
 def py_spy(
-    pid: int, output: Path, concurrency: int, console: Console, phase: str
+    pid: int, output: Path, concurrency: int, console: Console, phase: str, gil: bool
 ) -> Iterator[None]:
-    """py-spy record of the worker and its pool processes (raw collapsed stacks, idle included)."""
+    """py-spy record of the worker and its pool processes (raw collapsed stacks): every sample,
+    idle included, or (gil) only those of a thread holding the GIL, which on a saturated machine
+    is where the CPU goes; wall samples there put the wait for a core on whatever runs."""
     binary = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     if binary is None:
         console.print("[red]py-spy not found: .venv/bin/pip install py-spy[/]")
@@ -515,7 +519,7 @@ def py_spy(
         binary,
         "record",
         "--subprocesses",
-        "--idle",
+        *(["--gil", "--nonblocking"] if gil else ["--idle"]),
         "--format",
         "raw",
         "--rate",
@@ -1144,6 +1148,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="FILE",
         help="py-spy record (raw) the worker during the invoice run into FILE",
+    )
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="the --profile-... records sample only threads holding the GIL (CPU, not wall)",
     )
     parser.add_argument(
         "--no-time-box",

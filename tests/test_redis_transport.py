@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from typing import Any
 
 import payloads
@@ -279,3 +280,79 @@ def test_acknowledgements_share_one_client_per_connection_pool(
         assert fresh is not old
         assert fresh.connection_pool is channel.pool is not old.connection_pool
         assert channel._create_client() is fresh
+
+
+@pytest.fixture
+def pops_and_waits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The pops (the script, sent whole or by its SHA1) and the waits (BLMOVE) that consumers
+    send, in order; kombu's own scripts (the sweep's lock) are left out."""
+    sent: list[str] = []
+    send = redis.connection.AbstractConnection.send_command
+    pop = {redis_transport.POP_AND_RECORD, redis_transport.POP_AND_RECORD_SHA}
+
+    def recorded(self: Any, *args: Any, **kwargs: Any) -> None:
+        if args[0] == "BLMOVE" or (args[0] in ("EVAL", "EVALSHA") and args[1] in pop):
+            sent.append(args[0])
+        send(self, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_command", recorded)
+    return sent
+
+
+def test_the_pop_that_takes_the_last_message_is_followed_by_a_wait_not_another_pop(
+    broker: tuple[RedisServer, Celery, redis.Redis], pops_and_waits: list[str]
+) -> None:
+    """Events that come one at a time cost a pop and a wait each: the script says it took
+    the last message, so the channel does not pop again only to find the queues empty."""
+    _, app, _ = broker
+    for number in range(2):
+        app.send_task("clients.add", kwargs=payloads.client(f"P{number}"))
+    with app.connection_for_read() as connection:
+        channel: Any = connection.channel()
+        taken: list[str] = []
+
+        def take(body: Any, message: Any) -> None:
+            message.ack()
+            taken.append(body[1]["client_id"])
+
+        with Consumer(channel, [app.amqp.queues["events"]], accept=["json"], callbacks=[take]):
+            connection.drain_events(timeout=5)
+            connection.drain_events(timeout=5)
+            assert sorted(taken) == ["P0", "P1"]
+            with pytest.raises(TimeoutError):
+                connection.drain_events(timeout=0.05)  # shorter than one wait
+    assert pops_and_waits == ["EVAL", "EVALSHA", "BLMOVE"]
+
+
+def test_a_redis_that_lost_the_pop_script_gets_it_again(
+    broker: tuple[RedisServer, Celery, redis.Redis], pops_and_waits: list[str]
+) -> None:
+    """The script goes by its SHA1 once Redis has it; a Redis restarted since (its script
+    cache empty, as SCRIPT FLUSH leaves it) answers NOSCRIPT, and the channel sends it whole."""
+    _, app, client = broker
+    with app.connection_for_read() as connection:
+        channel: Any = connection.channel()
+        taken: list[str] = []
+
+        def take(body: Any, message: Any) -> None:
+            message.ack()
+            taken.append(body[1]["client_id"])
+
+        with Consumer(channel, [app.amqp.queues["events"]], accept=["json"], callbacks=[take]):
+            for number in range(3):
+                app.send_task("clients.add", kwargs=payloads.client(f"N{number}"))
+                deadline = time.monotonic() + 5
+                while len(taken) <= number and time.monotonic() < deadline:
+                    with suppress(TimeoutError):
+                        connection.drain_events(timeout=1)
+                if number == 0:
+                    client.script_flush()
+    assert taken == ["N0", "N1", "N2"]
+    pops = [command for command in pops_and_waits if command != "BLMOVE"]
+    # Whole at first, by SHA1 until the flush, answered NOSCRIPT once, whole again, by SHA1.
+    assert pops[0] == "EVAL"
+    assert pops.count("EVAL") == 2
+    assert pops[-1] == "EVALSHA"
+    stats: dict[str, Any] = client.info("commandstats")
+    assert stats["cmdstat_evalsha"]["failed_calls"] >= 1  # the NOSCRIPT
+    assert client.hlen("unacked") == 0

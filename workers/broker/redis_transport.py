@@ -8,7 +8,11 @@ reply unread in the socket while the worker is busy. Here one Lua script pops th
 records it in the same atomic step. Scripts cannot block, so when every queue is empty the
 channel waits with `BLMOVE q q RIGHT RIGHT`, which blocks until `q` has a message and then
 leaves the list as it was (Redis >= 6.2), with a short timeout, on the queue that last had a
-message (the busy one, the events queue in practice), the others in turn until one has.
+message (the busy one, the events queue in practice), the others in turn until one has. The
+script also says whether it left any message behind: when it took the last one, the channel
+waits next instead of asking the script again only to hear that every queue is empty (events
+that come one at a time cost two commands each, not three). It is sent by its SHA1 (EVALSHA),
+and in full (EVAL, which caches it) when Redis does not know it: at the start, after a restart.
 
 Foreign entries. Anything can LPUSH into a Redis list. kombu pops the entry and parses it
 inside the consumer loop; an entry that is not a JSON envelope raises there and Celery stops
@@ -19,6 +23,7 @@ and carries on.
 from __future__ import annotations
 
 import binascii
+import hashlib
 import json
 import logging
 import time
@@ -30,6 +35,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
+from redis.exceptions import NoScriptError
 
 from workers.broker.consumer import record_foreign_entry
 
@@ -88,13 +94,21 @@ def _raw_entry(exc: BaseException) -> str:
 # on it unchanged, and returns the tag it recorded the entry under (the consumer's QoS then
 # skips kombu's second write of it). An entry that is not a kombu envelope is popped and
 # returned unrecorded, for the caller to record as a foreign entry (a script error would leave
-# the pop done).
+# the pop done). The third element is 1 when a message is left in this or a later queue (the
+# earlier ones were empty), else 0.
 POP_AND_RECORD = """
 local queues = #KEYS - 2
 local unacked, index = KEYS[queues + 1], KEYS[queues + 2]
 for i = 1, queues do
   local item = redis.call('RPOP', KEYS[i])
   if item then
+    local more = 0
+    for j = i, queues do
+      if redis.call('LLEN', KEYS[j]) > 0 then
+        more = 1
+        break
+      end
+    end
     local ok, message = pcall(cjson.decode, item)
     if ok and type(message) == 'table' and type(message.properties) == 'table' then
       local properties = message.properties
@@ -103,14 +117,15 @@ for i = 1, queues do
         redis.call('ZADD', index, ARGV[1], tag)
         redis.call('HSET', unacked, tag, '[' .. item .. ',' .. cjson.encode(info.exchange)
           .. ',' .. cjson.encode(info.routing_key) .. ']')
-        return {KEYS[i], item, tag}
+        return {KEYS[i], item, more, tag}
       end
     end
-    return {KEYS[i], item}
+    return {KEYS[i], item, more}
   end
 end
 return false
 """
+POP_AND_RECORD_SHA = hashlib.sha1(POP_AND_RECORD.encode()).hexdigest()
 
 # How long one wait on an empty queue lasts before the channel pops from all queues again:
 # the longest a message on another queue waits while the worker is idle. Idle, a consumer
@@ -185,8 +200,11 @@ class Channel(kombu_redis.Channel):
     Message = CheckedMessage
     QoS = QoS
 
-    # Which command the pending reply answers: EVAL (pop and record) or BLMOVE (wait).
+    # Which command the pending reply answers: EVALSHA or EVAL (pop and record), or BLMOVE
+    # (wait).
     _sent: str | None = None
+    # Redis answered NOSCRIPT (it started after this channel's last EVAL): send it whole.
+    _send_script = True
     # The delivery tag of the message being delivered, when the pop script recorded it.
     recorded_tag: str | None = None
     # The last pop found every queue empty: wait before popping again.
@@ -203,6 +221,8 @@ class Channel(kombu_redis.Channel):
         super().__init__(*args, **kwargs)
         # Queues read without acknowledgement (a client's reply queue): nothing to record.
         self._no_ack_queues: set[str] = set()
+        # The keys the pop script takes, by the order of the queues (their turn rotates).
+        self._pop_keys: dict[tuple[str, ...], list[str]] = {}
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         """One synchronous client per connection pool, not one per use: kombu makes a new
@@ -244,11 +264,7 @@ class Channel(kombu_redis.Channel):
             return
         if not queues:
             return
-        keys = [
-            self._q_for_pri(queue, priority)  # type: ignore[attr-defined]
-            for priority in self.priority_steps
-            for queue in queues
-        ]
+        keys = self._keys_for(queues)
         connection = self.client.connection
         self._in_poll = connection
         self._brpop_sent_at = time.monotonic()
@@ -260,16 +276,31 @@ class Channel(kombu_redis.Channel):
             self._sent = "BLMOVE"
             connection.send_command("BLMOVE", key, key, "RIGHT", "RIGHT", WAIT_SECONDS)
         else:
-            self._sent = "EVAL"
+            script = POP_AND_RECORD if self._send_script else POP_AND_RECORD_SHA
+            self._sent = "EVAL" if self._send_script else "EVALSHA"
             connection.send_command(
-                "EVAL",
-                POP_AND_RECORD,
+                self._sent,
+                script,
                 len(keys) + 2,
                 *keys,
                 self.unacked_key,
                 self.unacked_index_key,
                 repr(time.time()),
             )
+
+    def _keys_for(self, queues: list[str]) -> list[str]:
+        """The queue lists in the order to pop them: each priority step of every queue."""
+        turn = tuple(queues)
+        keys = self._pop_keys.get(turn)
+        if keys is None:
+            if len(self._pop_keys) >= 64:  # a worker consuming from many queues
+                self._pop_keys.clear()
+            keys = self._pop_keys[turn] = [
+                self._q_for_pri(queue, priority)  # type: ignore[attr-defined]
+                for priority in self.priority_steps
+                for queue in queues
+            ]
+        return keys
 
     def _read_reply(self, **options: Any) -> bool:
         sent = self._sent
@@ -282,6 +313,13 @@ class Channel(kombu_redis.Channel):
             except self.connection_errors:  # type: ignore[attr-defined]
                 client.connection.disconnect()  # the next start reconnects
                 raise
+            except NoScriptError:
+                # Nothing was popped: a Redis that lost its script cache (restarted) since
+                # the last EVAL. The next pop sends the script itself.
+                self._send_script = True
+                raise Empty() from None
+            if sent == "EVAL":
+                self._send_script = False
             if sent == "BLMOVE":
                 # Whether this queue got a message or the wait ran out, pop from all queues
                 # next: a message may have arrived on one not waited on.
@@ -290,7 +328,9 @@ class Channel(kombu_redis.Channel):
             if not reply:
                 self._idle = True
                 raise Empty()
-            queue_key, item, *recorded = reply
+            queue_key, item, more, *recorded = reply
+            # The last message taken: wait for the next rather than pop from empty queues.
+            self._idle = not more
             self._wait_key = bytes_to_str(queue_key)
             queue = self._wait_key.rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(queue)  # type: ignore[attr-defined]
