@@ -139,6 +139,8 @@ def run_backlog(worker: WorkerProcess, smtp: SmtpSink) -> None:
     )
     # And batches applied them: the pool logs each.
     assert max(applied_together(worker, "clients.add")) > 1
+    # Every message acknowledged (a batch's together, on Redis): none left for redelivery.
+    worker.wait_idle()
 
 
 def test_a_backlog_is_applied_in_batches_with_every_outcome_kept(

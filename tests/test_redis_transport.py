@@ -17,6 +17,7 @@ import pytest
 import redis
 from celery import Celery
 from kombu import Consumer
+from kombu.asynchronous.hub import Hub, set_event_loop
 from kombu.transport import redis as kombu_redis
 from servers import RedisServer
 
@@ -356,3 +357,50 @@ def test_a_redis_that_lost_the_pop_script_gets_it_again(
     stats: dict[str, Any] = client.info("commandstats")
     assert stats["cmdstat_evalsha"]["failed_calls"] >= 1  # the NOSCRIPT
     assert client.hlen("unacked") == 0
+
+
+def test_the_acknowledgements_of_one_turn_of_the_event_loop_go_to_redis_together(
+    broker: tuple[RedisServer, Celery, redis.Redis], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's event loop runs the acknowledgements of the tasks that finished (a batch
+    of events) one after another in one turn: their entries leave the unacked hash in one
+    round trip at the turn's end, not one each."""
+    _, app, client = broker
+    for number in range(5):
+        app.send_task("clients.add", kwargs=payloads.client(f"T{number}"))
+    with app.connection_for_read() as connection:
+        channel: Any = connection.channel()
+        messages: list[Any] = []
+        with Consumer(
+            channel,
+            [app.amqp.queues["events"]],
+            accept=["json"],
+            callbacks=[lambda body, message: messages.append(message)],
+        ):
+            while len(messages) < 5:
+                connection.drain_events(timeout=5)
+        assert client.hlen("unacked") == 5
+
+        executed: list[int] = []
+        execute = redis.client.Pipeline.execute
+
+        def counted(self: redis.client.Pipeline, *args: Any, **kwargs: Any) -> Any:
+            executed.append(len(self.command_stack))
+            return execute(self, *args, **kwargs)
+
+        monkeypatch.setattr(redis.client.Pipeline, "execute", counted)
+        hub = Hub()
+        previous = set_event_loop(hub)
+        try:
+            for message in messages:
+                hub.call_soon(message.ack)  # as Celery's consumer schedules them
+            next(hub.create_loop())  # one turn
+        finally:
+            set_event_loop(previous)
+            hub.close()
+    assert executed == [2]  # one MULTI ... EXEC: the index and the hash, all five tags
+    assert client.hlen("unacked") == 0
+    assert client.zcard("unacked_index") == 0
+    qos = channel.qos
+    qos._flush()  # kombu's own books agree (it clears acknowledged tags lazily)
+    assert not qos._delivered
