@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import payloads
@@ -300,6 +300,21 @@ def pops_and_waits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return sent
 
 
+@contextmanager
+def taking_events(app: Celery, taken: list[str]) -> Iterator[Any]:
+    """A connection consuming the events queue: each message acknowledged, its client id
+    appended to `taken`, as connection.drain_events delivers it."""
+    with app.connection_for_read() as connection:
+        channel: Any = connection.channel()
+
+        def take(body: Any, message: Any) -> None:
+            message.ack()
+            taken.append(body[1]["client_id"])
+
+        with Consumer(channel, [app.amqp.queues["events"]], accept=["json"], callbacks=[take]):
+            yield connection
+
+
 def test_the_pop_that_takes_the_last_message_is_followed_by_a_wait_not_another_pop(
     broker: tuple[RedisServer, Celery, redis.Redis], pops_and_waits: list[str]
 ) -> None:
@@ -308,20 +323,13 @@ def test_the_pop_that_takes_the_last_message_is_followed_by_a_wait_not_another_p
     _, app, _ = broker
     for number in range(2):
         app.send_task("clients.add", kwargs=payloads.client(f"P{number}"))
-    with app.connection_for_read() as connection:
-        channel: Any = connection.channel()
-        taken: list[str] = []
-
-        def take(body: Any, message: Any) -> None:
-            message.ack()
-            taken.append(body[1]["client_id"])
-
-        with Consumer(channel, [app.amqp.queues["events"]], accept=["json"], callbacks=[take]):
-            connection.drain_events(timeout=5)
-            connection.drain_events(timeout=5)
-            assert sorted(taken) == ["P0", "P1"]
-            with pytest.raises(TimeoutError):
-                connection.drain_events(timeout=0.05)  # shorter than one wait
+    taken: list[str] = []
+    with taking_events(app, taken) as connection:
+        connection.drain_events(timeout=5)
+        connection.drain_events(timeout=5)
+        assert sorted(taken) == ["P0", "P1"]
+        with pytest.raises(TimeoutError):
+            connection.drain_events(timeout=0.05)  # shorter than one wait
     assert pops_and_waits == ["EVAL", "EVALSHA", "BLMOVE"]
 
 
@@ -331,23 +339,16 @@ def test_a_redis_that_lost_the_pop_script_gets_it_again(
     """The script goes by its SHA1 once Redis has it; a Redis restarted since (its script
     cache empty, as SCRIPT FLUSH leaves it) answers NOSCRIPT, and the channel sends it whole."""
     _, app, client = broker
-    with app.connection_for_read() as connection:
-        channel: Any = connection.channel()
-        taken: list[str] = []
-
-        def take(body: Any, message: Any) -> None:
-            message.ack()
-            taken.append(body[1]["client_id"])
-
-        with Consumer(channel, [app.amqp.queues["events"]], accept=["json"], callbacks=[take]):
-            for number in range(3):
-                app.send_task("clients.add", kwargs=payloads.client(f"N{number}"))
-                deadline = time.monotonic() + 5
-                while len(taken) <= number and time.monotonic() < deadline:
-                    with suppress(TimeoutError):
-                        connection.drain_events(timeout=1)
-                if number == 0:
-                    client.script_flush()
+    taken: list[str] = []
+    with taking_events(app, taken) as connection:
+        for number in range(3):
+            app.send_task("clients.add", kwargs=payloads.client(f"N{number}"))
+            deadline = time.monotonic() + 5
+            while len(taken) <= number and time.monotonic() < deadline:
+                with suppress(TimeoutError):
+                    connection.drain_events(timeout=1)
+            if number == 0:
+                client.script_flush()
     assert taken == ["N0", "N1", "N2"]
     pops = [command for command in pops_and_waits if command != "BLMOVE"]
     # Whole at first, by SHA1 until the flush, answered NOSCRIPT once, whole again, by SHA1.
