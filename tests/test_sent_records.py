@@ -275,3 +275,51 @@ def test_an_asynchronous_record_commits_so_alone_and_the_connection_keeps_its_se
     with factory() as session:
         assert session.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
     engine.dispose()
+
+
+# The sent record's prepared statement on this connection, and how often it ran.
+PREPARED_RECORD = """
+SELECT name, generic_plans + custom_plans FROM pg_prepared_statements
+WHERE name LIKE 'clientflow_mark_sent%'
+"""
+
+
+def test_the_record_is_prepared_once_per_connection_and_kept_for_the_next_delivery(
+    own_engine: Engine,
+) -> None:
+    factory = make_session_factory(own_engine)
+    ids = queue_emails(factory, 3, EmailStatus.SENDING)
+    sent: list[str] = []
+    with statement_at_a_time(factory)() as session, SentRecords(session, sent) as records:
+        records.add(ids[0])
+        records.add(ids[1])
+    # The next delivery's session takes the same pooled connection (the pool holds only it).
+    with statement_at_a_time(factory)() as session, SentRecords(session, sent) as records:
+        records.add(ids[2])
+        records.settle()
+        prepared = session.execute(text(PREPARED_RECORD)).all()
+    assert [tuple(row) for row in prepared] == [("clientflow_mark_sent", 3)]
+    assert sent == ids
+    assert statuses(factory, ids) == [(EmailStatus.SENT, True)] * 3
+
+
+def test_a_record_whose_prepared_statement_was_dropped_is_written_again_and_prepared_again(
+    own_engine: Engine, waited_for: list[str]
+) -> None:
+    """psycopg drops every prepared statement of a connection after a rollback (DEALLOCATE
+    ALL), the record's too: the next record fails on it, goes the waiting way, and the one
+    after prepares it again."""
+    factory = make_session_factory(own_engine)
+    ids = queue_emails(factory, 3, EmailStatus.SENDING)
+    sent: list[str] = []
+    with statement_at_a_time(factory)() as session, SentRecords(session, sent) as records:
+        records.add(ids[0])
+        session.execute(text("DEALLOCATE ALL"))
+        records.add(ids[1])  # its statement is gone
+        records.add(ids[2])
+        records.settle()
+        prepared = session.execute(text(PREPARED_RECORD)).all()
+    assert waited_for == [ids[1]]
+    assert [tuple(row) for row in prepared] == [("clientflow_mark_sent", 1)]  # ids[2]'s
+    assert sent == ids
+    assert statuses(factory, ids) == [(EmailStatus.SENT, True)] * 3
