@@ -48,6 +48,30 @@ def invoice_run_parts(results: dict[str, Any], cores: int, c: float) -> list[str
     return [line + "."]
 
 
+def pdf_cost_whole(results: dict[str, Any]) -> list[str]:
+    """What the invoice PDF costs an invoice-run email in all: the run with it (the default)
+    against the run without it (CLIENTFLOW_INVOICE_PDF=false), in the machine's CPU."""
+    with_pdf = results.get("invoice_run", {}).get("cpu_ms_per_item") or {}
+    without = results.get("invoice_run_no_pdf", {}).get("cpu_ms_per_item") or {}
+    if "machine" not in with_pdf or "machine" not in without:
+        return []
+    pdf = results["invoice_run"].get("pdf")
+    fpdf2 = "" if not pdf else f" ({pdf['cpu_ms_per_email']:.2f} of it fpdf2's, measured apart)"
+    moved = " · ".join(
+        f"{name} {with_pdf[part]:.2f} → {without[part]:.2f}"
+        for part, name in (("worker", "worker"), ("postgres", "PostgreSQL"), ("sink", "sink"))
+        if part in with_pdf and part in without
+    )
+    return [
+        f"- the invoice PDF's whole cost: an email of the invoice run took "
+        f"{with_pdf['machine']:.2f} ms of the machine's CPU with the PDF (the default) and "
+        f"{without['machine']:.2f} without it (CLIENTFLOW_INVOICE_PDF=false): "
+        f"{with_pdf['machine'] - without['machine']:.2f} ms per email for reading the invoice "
+        f"it shows, making it{fpdf2} and carrying it in base64 ({moved}; CPU ms per email, "
+        "with → without)."
+    ]
+
+
 def load_text(load: float) -> str:
     """The latency run's pace, as a fraction of the clients.add rate, in words."""
     return "half" if load == 0.5 else f"{load:g} of"

@@ -78,6 +78,7 @@ from bench.bounds import (  # noqa: E402
     invoice_run_target,
     latency_load,
     load_text,
+    pdf_cost_whole,
 )
 from bench.cpu import PARTS, BackendCpu, CpuSplit, process_seconds  # noqa: E402
 from bench.harness import (  # noqa: E402
@@ -100,7 +101,19 @@ from services.redaction import ids_only  # noqa: E402
 from workers import migrate  # noqa: E402
 from workers.app import create_app  # noqa: E402
 
-PHASES = ("ceiling", "smtp", "clients_add", "latency", "notifications", "invoice_run")
+PHASES = (
+    "ceiling",
+    "smtp",
+    "clients_add",
+    "latency",
+    "notifications",
+    "invoice_run",
+    "invoice_run_no_pdf",
+)
+# The invoice run again with CLIENTFLOW_INVOICE_PDF=false: the invoice emails as issue 10
+# measured them (a templated email, as the mail-queue library it names sends), before issue 13
+# attached the invoice as a PDF; the two runs side by side give the PDF's whole cost.
+WITHOUT_THE_PDF = {"invoice_pdf": "false"}
 POLL = 0.02  # seconds between progress readings
 
 
@@ -130,6 +143,7 @@ TIME_BOXES = {
     "latency": 8.0,
     "notifications": 10.0,
     "invoice_run": 22.0,
+    "invoice_run_no_pdf": 10.0,
 }
 
 
@@ -726,7 +740,9 @@ def phase_notifications(ctx: Context) -> None:
     }
 
 
-def phase_invoice_run(ctx: Context) -> None:
+def phase_invoice_run(
+    ctx: Context, key: str = "invoice_run", overrides: dict[str, str] | None = None
+) -> None:
     invoices = ctx.sizes.invoices
     clients = max(1, invoices // 10)
     ctx.broker.flushdb()
@@ -735,19 +751,20 @@ def phase_invoice_run(ctx: Context) -> None:
     app = clientflow_app(ctx.args.redis_url)
     queues = sorted(app.amqp.queues)
     sink = ctx.sink()
-    task = ctx.runner.task(f"invoice run, {invoices:,} invoices", owed)
-    env = worker_env(ctx.args.redis_url, database_url, sink.url, ctx.workdir, **ctx.settings)
+    without = " without the PDF" if overrides == WITHOUT_THE_PDF else ""
+    task = ctx.runner.task(f"invoice run{without}, {invoices:,} invoices", owed)
+    settings = {**ctx.settings, **(overrides or {})}
+    env = worker_env(ctx.args.redis_url, database_url, sink.url, ctx.workdir, **settings)
+    profile = ctx.args.profile_invoice_run if key == "invoice_run" else None
     try:
         with ctx.cpu_parts(database_url, sink) as parts, ctx.worker(
-            "invoice_run", env, queues
+            key, env, queues
         ) as proc, ExitStack() as profiling:
             deadline = time.monotonic() + 60
             while not app.control.ping(timeout=0.5):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the worker did not answer a ping")
-            profiling.enter_context(
-                profiled(ctx, proc, ctx.args.profile_invoice_run, "invoice run")
-            )
+            profiling.enter_context(profiled(ctx, proc, profile, "invoice run"))
             # One task: timed from its publication (the worker is up) to the last email.
             started = time.perf_counter()
             app.send_task("invoices.run", kwargs={"run_date": RUN_DATE.isoformat()})
@@ -757,7 +774,7 @@ def phase_invoice_run(ctx: Context) -> None:
                 sink.received,
                 started=started,
                 timeout=max(300.0, owed / 2),
-                budget=ctx.box("invoice_run"),
+                budget=ctx.box(key),
                 process=proc,
                 cpu_parts=parts,
             )
@@ -779,23 +796,29 @@ def phase_invoice_run(ctx: Context) -> None:
     status, error, counts = row if row else ("missing", None, {})
     if status != "succeeded" and not timing.partial:
         raise RuntimeError(f"the invoice run ended {status}: {error}")
-    pdf = pdf_cost()
-    ctx.results["invoice_run"] = {
+    ctx.results[key] = {
         "invoices": invoices,
         "clients": clients,
         "emails": owed,
         # Publish to the last email; unknown when time-boxed (the run was cut off).
         "invoices_per_s": None if timing.partial else round(invoices / timing.seconds, 2),
         "queries_per_batch": (counts or {}).get("queries_per_batch"),
-        "pdf": {
+        "settings": overrides or {},
+        **timing.as_json(),
+    }
+    if pdfs:
+        pdf = pdf_cost()
+        ctx.results[key]["pdf"] = {
             "made": pdfs,
             "emails_attaching": attaching,
             "cpu_ms_each": pdf["cpu_ms"],
             "bytes": pdf["bytes"],
             "cpu_ms_per_email": round(pdf["cpu_ms"] * pdfs / max(timing.done, 1), 3),
-        },
-        **timing.as_json(),
-    }
+        }
+
+
+def phase_invoice_run_no_pdf(ctx: Context) -> None:
+    phase_invoice_run(ctx, "invoice_run_no_pdf", WITHOUT_THE_PDF)
 
 
 def pdf_cost() -> dict[str, Any]:
@@ -878,6 +901,13 @@ TARGETS: tuple[tuple[str, str, str, Callable[[float], float], str], ...] = (
         invoice_run_target,
         "1,500 emails/s and 1.4 x C",
     ),
+    (
+        "invoice_run_no_pdf",
+        "invoice run without the PDF",
+        "email",
+        invoice_run_target,
+        "1,500 emails/s and 1.4 x C",
+    ),
 )
 
 
@@ -914,6 +944,7 @@ def bounds(results: dict[str, Any], cores: int) -> list[str]:
         )
     lines += latency_load(results, cores)
     lines += invoice_run_parts(results, cores, c)
+    lines += pdf_cost_whole(results)
     again = results.get("ceiling_end", {}).get("rate_per_s")
     if again:
         against = [
@@ -944,6 +975,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
         "latency": "latency publish → 250",
         "notifications": "notifications.send, end to end",
         "invoice_run": "invoice run, end to end",
+        "invoice_run_no_pdf": "invoice run without the PDF, end to end",
     }
     out: list[Row] = []
     for key, label in labels.items():
@@ -990,7 +1022,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 f"{r['notifications_per_s']:,.1f} notifications/s"
             )
             out.append((label, f"{rate:,.1f} emails/s", to_c, to_s, rss, detail))
-        elif key == "invoice_run":
+        elif key in ("invoice_run", "invoice_run_no_pdf"):
             detail = (
                 f"{done_text(r, 'emails')} in {r['seconds_first_to_last']:,.1f} s from the "
                 f"publish; {r['invoices']:,} invoices, {r['clients']:,} clients"
@@ -999,7 +1031,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
             per_s = r["invoices_per_s"]
             out.append(
                 (
-                    f"invoice run, {r['invoices']:,} invoices",
+                    f"{label.removesuffix(', end to end')}, {r['invoices']:,} invoices",
                     "-" if per_s is None else f"{per_s:,.1f} invoices/s",
                     ratio(per_s, c),
                     "",
@@ -1220,6 +1252,7 @@ def main(argv: list[str] | None = None) -> int:
         "clients_add": phase_clients_add,
         "notifications": phase_notifications,
         "invoice_run": phase_invoice_run,
+        "invoice_run_no_pdf": phase_invoice_run_no_pdf,
         "ceiling_end": phase_ceiling_again,
     }
     # C again at the end when it was measured first and something after it, except in the

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.bounds import invoice_run_parts, latency_load
+from bench.bounds import invoice_run_parts, latency_load, pdf_cost_whole
 
 
 def results(pdf_ms_each: float, postgres: float, worker: float) -> dict[str, Any]:
@@ -68,3 +68,22 @@ def test_how_busy_the_latency_run_kept_the_machine() -> None:
     )
     # A run without the CPU measured (an older results file) has no line.
     assert latency_load({"latency": {"p50_ms": 20.0}}, cores=2) == []
+
+
+def test_the_pdfs_whole_cost_is_the_difference_of_the_two_runs() -> None:
+    run = results(0.8, 0.4, 2.0)
+    run["invoice_run"]["cpu_ms_per_item"]["machine"] = 2.5
+    run["invoice_run_no_pdf"] = {
+        "cpu_ms_per_item": {"worker": 0.8, "postgres": 0.35, "sink": 0.05, "machine": 1.2}
+    }
+    (line,) = pdf_cost_whole(run)
+    assert "took 2.50 ms of the machine's CPU with the PDF (the default) and 1.20 without" in line
+    assert "1.30 ms per email for reading the invoice" in line
+    assert "(0.50 of it fpdf2's, measured apart)" in line
+    assert "worker 2.00 → 0.80 · PostgreSQL 0.40 → 0.35 · sink 0.10 → 0.05" in line
+
+
+def test_no_pdf_cost_without_both_runs() -> None:
+    run = results(0.8, 0.4, 2.0)
+    run["invoice_run"]["cpu_ms_per_item"]["machine"] = 2.5
+    assert pdf_cost_whole(run) == []
