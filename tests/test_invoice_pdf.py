@@ -12,6 +12,7 @@ from unittest.mock import patch
 import payloads
 import pytest
 from conftest import Apply, Publisher
+from fpdf.fonts import CORE_FONTS_CHARWIDTHS
 from invoice_helpers import run
 from pypdf import PdfReader
 from smtp_sink import SmtpSink
@@ -21,7 +22,7 @@ from models.billing import Invoice
 from models.settings import get_settings
 from services.db import SessionFactory
 from services.invoice_pdf.document import Company, invoice_pdf
-from services.invoice_pdf.fonts import covered, printable
+from services.invoice_pdf.fonts import CORE, covered, printable
 from services.mail.attachments import pdf_filename
 from services.mail.delivery import deliver_messages
 from services.mail.resend import resend
@@ -416,3 +417,28 @@ def test_a_company_address_line_too_long_for_the_page_wraps(
     [text] = _pages(pdf)
     assert street in " ".join(text.split())
     assert street not in text.splitlines()  # on more than one line, not cut at the margin
+
+
+def test_no_core_font_glyph_is_wider_than_the_typeface_says() -> None:
+    """A line is taken to fit unmeasured when even this many of the widest glyph would: a
+    wider glyph in a later fpdf2 would let a line run off the page."""
+    widest = max(max(CORE_FONTS_CHARWIDTHS[CORE.family + style].values()) for style in ("", "B"))
+    assert CORE.widest_glyph is not None
+    assert widest / 1000 <= CORE.widest_glyph
+
+
+def test_a_line_of_the_widest_glyph_just_over_the_page_is_measured_and_wraps(
+    apply: Apply, session_factory: SessionFactory
+) -> None:
+    # 54 "@" (Helvetica's widest, 1.015 em) at 10 pt: 193 mm against the 188 a line has.
+    line = "@" * 54
+    apply("clients.add", payloads.client("C1", send_welcome=False))
+    apply("invoices.upsert", payloads.invoice("I1"))
+    with session_factory() as session:
+        invoice = session.get(Invoice, "I1")
+        assert invoice is not None
+        pdf = invoice_pdf(invoice, Company("Bytes & Co Ltd", (line,)))
+
+    [text] = _pages(pdf)
+    assert line in "".join(text.split())
+    assert line not in text.splitlines()  # wrapped, not run off the page

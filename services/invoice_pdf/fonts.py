@@ -46,6 +46,9 @@ class Typeface:
 
     family: str
     files: Mapping[Style, Path] = field(default_factory=dict)
+    # The advance of its widest glyph in either style, in ems (None: not known); text no
+    # longer than a line's room in these is known to fit without measuring it.
+    widest_glyph: float | None = None
 
     def install(self, pdf: FPDF) -> None:
         # Windows-1252 rather than fpdf2's default Latin-1: it adds the euro sign, the
@@ -55,7 +58,8 @@ class Typeface:
             pdf.add_font(self.family, style, str(path))
 
 
-CORE = Typeface("helvetica")
+# Helvetica's widest glyphs are 1.015 em, its bold's 1 em (fpdf2's widths; a test checks them).
+CORE = Typeface("helvetica", widest_glyph=1.015)
 EMBEDDED = Typeface("DejaVu", FILES)
 
 
