@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from smtp_sink import SmtpSink
@@ -323,3 +324,24 @@ def test_a_record_whose_prepared_statement_was_dropped_is_written_again_and_prep
     assert [tuple(row) for row in prepared] == [("clientflow_mark_sent", 1)]  # ids[2]'s
     assert sent == ids
     assert statuses(factory, ids) == [(EmailStatus.SENT, True)] * 3
+
+
+def test_a_connection_told_not_to_prepare_sends_the_record_unprepared(
+    own_engine: Engine, waited_for: list[str]
+) -> None:
+    """prepare_threshold=None in the URL's connect args (a PgBouncer that cannot keep
+    prepared statements, docs/deployment.md): the records take no prepared statement either."""
+    factory = make_session_factory(own_engine)
+    ids = queue_emails(factory, 2, EmailStatus.SENDING)
+    sent: list[str] = []
+    with statement_at_a_time(factory)() as session, SentRecords(session, sent) as records:
+        dbapi_connection: Any = session.connection().connection.dbapi_connection
+        dbapi_connection.prepare_threshold = None
+        records.add(ids[0])
+        records.add(ids[1])
+        records.settle()
+        prepared = session.execute(text(PREPARED_RECORD)).all()
+    assert prepared == []
+    assert waited_for == []  # each went out without waiting, as before
+    assert sent == ids
+    assert statuses(factory, ids) == [(EmailStatus.SENT, True)] * 2

@@ -161,10 +161,12 @@ class SentRecords:
         self._added += 1
         self._settle(lane)
         try:
+            parameters = [message_id.encode(), utcnow().isoformat().encode()]
             name = _prepared(lane, self._statement)
-            lane.pgconn.send_query_prepared(
-                name, [message_id.encode(), utcnow().isoformat().encode()]
-            )
+            if name is None:
+                lane.pgconn.send_query_params(self._statement, parameters)
+            else:
+                lane.pgconn.send_query_prepared(name, parameters)
             _flush(lane.pgconn)
         except psycopg.Error:
             self.settle()
@@ -220,8 +222,13 @@ def _pgconn(connection: Connection) -> pq.abc.PGconn:
     return dbapi_connection.pgconn  # type: ignore[no-any-return]
 
 
-def _prepared(lane: _Lane, statement: bytes) -> bytes:
-    """The name of `statement`, prepared on the lane's connection (now, if not yet)."""
+def _prepared(lane: _Lane, statement: bytes) -> bytes | None:
+    """The name of `statement`, prepared on the lane's connection (now, if not yet); None
+    where psycopg is told not to prepare (prepare_threshold None: a PgBouncer that cannot
+    keep prepared statements, docs/deployment.md)."""
+    dbapi_connection: Any = lane.connection.connection.dbapi_connection
+    if dbapi_connection.prepare_threshold is None:
+        return None
     names: set[bytes] = lane.connection.connection.info.setdefault(_PREPARED, set())
     name = _STATEMENT_NAMES[statement]
     if name not in names:
