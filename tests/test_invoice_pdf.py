@@ -403,18 +403,25 @@ def test_many_items_run_onto_more_pages_with_the_heading_on_each(
     assert "Total £90.00" in pages[-1]
 
 
-def test_a_company_address_line_too_long_for_the_page_wraps(
-    apply: Apply, session_factory: SessionFactory
-) -> None:
+def _page_with_company_address(
+    apply: Apply, session_factory: SessionFactory, address_line: str
+) -> str:
+    """The text of an invoice's one page whose company address is `address_line`."""
     apply("clients.add", payloads.client("C1", send_welcome=False))
     apply("invoices.upsert", payloads.invoice("I1"))
-    street = "Unit " + " ".join(f"{n}B" for n in range(45)) + " Industrial Estate Road"
     with session_factory() as session:
         invoice = session.get(Invoice, "I1")
         assert invoice is not None
-        pdf = invoice_pdf(invoice, Company("Bytes & Co Ltd", (street,)))
-
+        pdf = invoice_pdf(invoice, Company("Bytes & Co Ltd", (address_line,)))
     [text] = _pages(pdf)
+    return text
+
+
+def test_a_company_address_line_too_long_for_the_page_wraps(
+    apply: Apply, session_factory: SessionFactory
+) -> None:
+    street = "Unit " + " ".join(f"{n}B" for n in range(45)) + " Industrial Estate Road"
+    text = _page_with_company_address(apply, session_factory, street)
     assert street in " ".join(text.split())
     assert street not in text.splitlines()  # on more than one line, not cut at the margin
 
@@ -432,13 +439,6 @@ def test_a_line_of_the_widest_glyph_just_over_the_page_is_measured_and_wraps(
 ) -> None:
     # 54 "@" (Helvetica's widest, 1.015 em) at 10 pt: 193 mm against the 188 a line has.
     line = "@" * 54
-    apply("clients.add", payloads.client("C1", send_welcome=False))
-    apply("invoices.upsert", payloads.invoice("I1"))
-    with session_factory() as session:
-        invoice = session.get(Invoice, "I1")
-        assert invoice is not None
-        pdf = invoice_pdf(invoice, Company("Bytes & Co Ltd", (line,)))
-
-    [text] = _pages(pdf)
+    text = _page_with_company_address(apply, session_factory, line)
     assert line in "".join(text.split())
     assert line not in text.splitlines()  # wrapped, not run off the page
