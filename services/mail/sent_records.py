@@ -88,6 +88,9 @@ def record_sent(session: Session, message_id: str) -> None:
 class _Lane:
     connection: Connection
     pgconn: pq.abc.PGconn
+    # The statement names prepared on the connection (kept with it: _prepared_names); None
+    # where psycopg is told not to prepare.
+    prepared: set[bytes] | None
     pending: tuple[int, str] | None = None
 
 
@@ -188,7 +191,8 @@ class SentRecords:
         try:
             _command_ok(lane.pgconn)
         except psycopg.Error:
-            _forget_prepared(lane)  # gone with a rollback, say: prepared again next time
+            if lane.prepared is not None:
+                lane.prepared.clear()  # gone with a rollback, say: prepared again next time
             self.settle()  # the session's statements come next: no record left on the wire
             self._record_waiting(message_id)
             return
@@ -204,7 +208,7 @@ class SentRecords:
             else:
                 assert self._engine is not None  # more lanes than one only with an engine
                 connection = self._engine.connect()
-            self._lanes.append(_Lane(connection, _pgconn(connection)))
+            self._lanes.append(_Lane(connection, _pgconn(connection), _prepared_names(connection)))
         return self._lanes[number]
 
     def _record_waiting(self, message_id: str) -> None:
@@ -222,14 +226,23 @@ def _pgconn(connection: Connection) -> pq.abc.PGconn:
     return dbapi_connection.pgconn  # type: ignore[no-any-return]
 
 
-def _prepared(lane: _Lane, statement: bytes) -> bytes | None:
-    """The name of `statement`, prepared on the lane's connection (now, if not yet); None
-    where psycopg is told not to prepare (prepare_threshold None: a PgBouncer that cannot
-    keep prepared statements, docs/deployment.md)."""
-    dbapi_connection: Any = lane.connection.connection.dbapi_connection
+def _prepared_names(connection: Connection) -> set[bytes] | None:
+    """The names prepared on this connection, kept in SQLAlchemy's info of its DBAPI
+    connection (gone with it); None where psycopg is told not to prepare (prepare_threshold
+    None: a PgBouncer that cannot keep prepared statements, docs/deployment.md)."""
+    dbapi_connection: Any = connection.connection.dbapi_connection
     if dbapi_connection.prepare_threshold is None:
         return None
-    names: set[bytes] = lane.connection.connection.info.setdefault(_PREPARED, set())
+    names: set[bytes] = connection.connection.info.setdefault(_PREPARED, set())
+    return names
+
+
+def _prepared(lane: _Lane, statement: bytes) -> bytes | None:
+    """The name of `statement`, prepared on the lane's connection (now, if not yet); None
+    where the lane does not prepare."""
+    names = lane.prepared
+    if names is None:
+        return None
     name = _STATEMENT_NAMES[statement]
     if name not in names:
         # Waits for its reply: once per connection. psycopg keeps its connections
@@ -240,10 +253,6 @@ def _prepared(lane: _Lane, statement: bytes) -> bytes | None:
             raise psycopg.DatabaseError(result.error_message.decode(errors="replace"))
         names.add(name)
     return name
-
-
-def _forget_prepared(lane: _Lane) -> None:
-    lane.connection.connection.info.pop(_PREPARED, None)
 
 
 def _flush(pgconn: pq.abc.PGconn) -> None:
